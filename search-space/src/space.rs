@@ -1,0 +1,401 @@
+//! Search-space bounds, seeded sampling and the paper's four mutations.
+//!
+//! A [`SearchSpace`] says which mixers, ratios, FFN counts and blocks per stage a genome may use,
+//! how many stages it has and the operator cap (30 in the paper, trimming the last stage when
+//! over). Mutation changes exactly one factor (one operator of a block type, the mixer ratio, the
+//! FFN ratio, or blocks per stage) and always yields a genome inside the space, or says why not.
+//!
+//! Randomness comes from the caller's RNG; [`rng`] gives the portable, seedable one Frontier uses
+//! so the same seed gives the same genomes on every machine.
+
+use rand::Rng;
+use rand::seq::IndexedRandom;
+use rand_chacha::ChaCha8Rng;
+use rand_chacha::rand_core::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::ValidationErrors;
+use crate::genome::{BlockType, Genome, MAX_FFNS_PER_MIXER, MixerRatio, Stage};
+use crate::model::ModelSettings;
+use crate::ops::{MixerKind, OpKind};
+
+/// Frontier's RNG: ChaCha8, whose stream is fixed by its seed on every platform.
+pub fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// Bounds of the genome search (paper App. C.1 by default).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchSpace {
+    /// Mixer kinds a block type may use. The paper: DeltaNet, Attention, Mamba2.
+    pub mixers: Vec<MixerKind>,
+    pub ratios: Vec<MixerRatio>,
+    /// FFNs after each mixer (the paper: 0, 1 or 2).
+    pub ffns_per_mixer: Vec<u8>,
+    pub stages: u32,
+    pub min_blocks_per_stage: u32,
+    pub max_blocks_per_stage: u32,
+    /// Cap on mixers + FFNs; over it, the last stage is trimmed.
+    pub max_operators: u32,
+    /// Hidden sizes the latency table chooses from (the paper: 1024, 1280, ..., 2560).
+    pub hidden_sizes: Vec<u32>,
+}
+
+impl Default for SearchSpace {
+    fn default() -> Self {
+        Self {
+            mixers: vec![MixerKind::DeltaNet, MixerKind::Attention, MixerKind::Mamba2],
+            ratios: MixerRatio::ALL.to_vec(),
+            ffns_per_mixer: vec![0, 1, 2],
+            stages: 3,
+            min_blocks_per_stage: 1,
+            max_blocks_per_stage: 8,
+            max_operators: 30,
+            hidden_sizes: (1024..=2560).step_by(256).collect(),
+        }
+    }
+}
+
+/// Which of the four factors a mutation changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MutationKind {
+    /// Swap one mixer of a block type for another kind.
+    Operator,
+    /// Change a block type's mixer ratio.
+    MixerRatio,
+    /// Change a block type's FFNs per mixer.
+    FfnRatio,
+    /// Change a stage's block count.
+    Blocks,
+}
+
+impl MutationKind {
+    pub const ALL: [MutationKind; 4] =
+        [MutationKind::Operator, MutationKind::MixerRatio, MutationKind::FfnRatio, MutationKind::Blocks];
+}
+
+/// What a mutation did, for lineage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mutation {
+    pub kind: MutationKind,
+    pub stage: usize,
+    /// Human-readable change, e.g. `mixers[0]: deltanet -> attention`.
+    pub change: String,
+}
+
+/// Why no mutation could be made.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MutationError {
+    #[error("the parent genome is outside the search space: {0}")]
+    ParentOutsideSpace(ValidationErrors),
+    #[error("no {kind:?} mutation leads to a different genome inside the search space")]
+    NoAlternative { kind: MutationKind },
+    #[error("no mutation of any kind leads to a different genome inside the search space")]
+    Exhausted,
+}
+
+/// Most rejection rounds when sampling; only reachable for spaces where nearly every draw is
+/// over the operator cap even after trimming.
+const MAX_SAMPLE_TRIES: usize = 10_000;
+
+impl SearchSpace {
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errs = ValidationErrors::new();
+        check_list(&mut errs, "mixers", &self.mixers);
+        check_list(&mut errs, "ratios", &self.ratios);
+        check_list(&mut errs, "ffns_per_mixer", &self.ffns_per_mixer);
+        check_list(&mut errs, "hidden_sizes", &self.hidden_sizes);
+        for (i, f) in self.ffns_per_mixer.iter().enumerate() {
+            if *f > MAX_FFNS_PER_MIXER {
+                errs.push(format!("ffns_per_mixer[{i}]"), format!("must be 0, 1 or 2, got {f}"));
+            }
+        }
+        for (i, h) in self.hidden_sizes.iter().enumerate() {
+            if *h == 0 {
+                errs.push(format!("hidden_sizes[{i}]"), "must be at least 1");
+            }
+        }
+        if self.mixers.len() < 2 && !self.ratios.is_empty() && !self.ratios.contains(&MixerRatio::R0to1) {
+            errs.push("ratios", "with fewer than two mixer kinds only ratio 0:1 is possible; add it");
+        }
+        if !(1..=16).contains(&self.stages) {
+            errs.push("stages", format!("must be in 1..=16, got {}", self.stages));
+        }
+        if self.min_blocks_per_stage == 0 {
+            errs.push("min_blocks_per_stage", "must be at least 1");
+        }
+        if self.max_blocks_per_stage < self.min_blocks_per_stage {
+            errs.push(
+                "max_blocks_per_stage",
+                format!(
+                    "{} is below min_blocks_per_stage {}",
+                    self.max_blocks_per_stage, self.min_blocks_per_stage
+                ),
+            );
+        }
+        if self.max_operators == 0 || self.max_operators > crate::genome::MAX_GENOME_OPERATORS {
+            errs.push(
+                "max_operators",
+                format!("must be in 1..={}, got {}", crate::genome::MAX_GENOME_OPERATORS, self.max_operators),
+            );
+        }
+        if errs.is_empty() {
+            // The smallest genome: fewest operators per block, fewest blocks, every stage.
+            let smallest_block = self
+                .ratios
+                .iter()
+                .filter(|r| r.kinds() <= self.mixers.len())
+                .map(|r| r.counts().0 + r.counts().1)
+                .min()
+                .unwrap_or(1) as u32
+                * (1 + u32::from(self.ffns_per_mixer.iter().copied().min().unwrap_or(0)));
+            let smallest = smallest_block * self.min_blocks_per_stage * self.stages;
+            if smallest > self.max_operators {
+                errs.push(
+                    "max_operators",
+                    format!(
+                        "{} is below the smallest genome in the space ({smallest} operators)",
+                        self.max_operators
+                    ),
+                );
+            }
+        }
+        errs.into_result(())
+    }
+
+    /// Checks that every allowed operator can be dimensioned at every allowed hidden size, so no
+    /// candidate fails late when the latency table picks its width.
+    pub fn check_model(&self, model: &ModelSettings) -> Result<(), ValidationErrors> {
+        let mut errs = ValidationErrors::new();
+        let mut ops: Vec<OpKind> = self.mixers.iter().map(|m| OpKind::Mixer(*m)).collect();
+        if self.ffns_per_mixer.iter().any(|f| *f > 0) {
+            ops.push(OpKind::Ffn);
+        }
+        for (i, h) in self.hidden_sizes.iter().enumerate() {
+            let at = model.with_hidden_size(*h);
+            for op in &ops {
+                if let Err(msg) = at.layer(*op) {
+                    errs.push(format!("hidden_sizes[{i}]"), msg);
+                }
+            }
+        }
+        errs.into_result(())
+    }
+
+    /// Whether a genome lies inside these bounds (its own validity included).
+    pub fn contains(&self, genome: &Genome) -> Result<(), ValidationErrors> {
+        genome.validate()?;
+        let mut errs = ValidationErrors::new();
+        if genome.stages.len() != self.stages as usize {
+            errs.push(
+                "stages",
+                format!("the space has {} stages, the genome {}", self.stages, genome.stages.len()),
+            );
+        }
+        for (i, stage) in genome.stages.iter().enumerate() {
+            let b = &stage.block;
+            for (j, m) in b.mixers.iter().enumerate() {
+                if !self.mixers.contains(m) {
+                    errs.push(
+                        format!("stages[{i}].block.mixers[{j}]"),
+                        format!("{m} is not among the space's mixers"),
+                    );
+                }
+            }
+            if !self.ratios.contains(&b.ratio) {
+                errs.push(
+                    format!("stages[{i}].block.ratio"),
+                    format!("{} is not among the space's ratios", b.ratio),
+                );
+            }
+            if !self.ffns_per_mixer.contains(&b.ffns_per_mixer) {
+                errs.push(
+                    format!("stages[{i}].block.ffns_per_mixer"),
+                    format!("{} is not among the space's FFN counts", b.ffns_per_mixer),
+                );
+            }
+            if !(self.min_blocks_per_stage..=self.max_blocks_per_stage).contains(&stage.blocks) {
+                errs.push(
+                    format!("stages[{i}].blocks"),
+                    format!(
+                        "{} is outside {}..={}",
+                        stage.blocks, self.min_blocks_per_stage, self.max_blocks_per_stage
+                    ),
+                );
+            }
+        }
+        let count = genome.operator_count();
+        if count > self.max_operators {
+            errs.push("stages", format!("{count} operators exceed the cap of {}", self.max_operators));
+        }
+        errs.into_result(())
+    }
+
+    /// Draws a random genome inside the space (the space must be valid).
+    pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Genome, ValidationErrors> {
+        self.validate()?;
+        for _ in 0..MAX_SAMPLE_TRIES {
+            let stages = (0..self.stages)
+                .map(|_| Stage {
+                    block: self.sample_block(rng),
+                    blocks: rng.random_range(self.min_blocks_per_stage..=self.max_blocks_per_stage),
+                })
+                .collect();
+            if let Some(g) = (Genome { stages }).trimmed_to(self.max_operators, self.min_blocks_per_stage) {
+                return Ok(g);
+            }
+        }
+        Err(ValidationErrors::single("max_operators", "sampling found no genome under the operator cap"))
+    }
+
+    fn sample_block<R: Rng + ?Sized>(&self, rng: &mut R) -> BlockType {
+        let ratios: Vec<MixerRatio> =
+            self.ratios.iter().copied().filter(|r| r.kinds() <= self.mixers.len()).collect();
+        // `validate` guarantees at least one usable ratio, mixer and FFN count.
+        let ratio = *ratios.choose(rng).unwrap_or(&MixerRatio::R0to1);
+        let mixers: Vec<MixerKind> = self.mixers.choose_multiple(rng, ratio.kinds()).copied().collect();
+        let ffns_per_mixer = *self.ffns_per_mixer.choose(rng).unwrap_or(&0);
+        BlockType { mixers, ratio, ffns_per_mixer }
+    }
+
+    /// Every genome one mutation of `kind` away from `parent`, trimmed to the cap, inside the
+    /// space and different from the parent.
+    pub fn neighbours(&self, parent: &Genome, kind: MutationKind) -> Vec<(Genome, Mutation)> {
+        let mut out = Vec::new();
+        let mut push = |stage: usize, change: String, child: Genome| {
+            if let Some(child) = child.trimmed_to(self.max_operators, self.min_blocks_per_stage)
+                && child != *parent
+                && self.contains(&child).is_ok()
+            {
+                out.push((child, Mutation { kind, stage, change }));
+            }
+        };
+        for (i, stage) in parent.stages.iter().enumerate() {
+            let block = &stage.block;
+            let with_block = |b: BlockType| {
+                let mut g = parent.clone();
+                g.stages[i].block = b;
+                g
+            };
+            match kind {
+                MutationKind::Operator => {
+                    for (j, current) in block.mixers.iter().enumerate() {
+                        for m in &self.mixers {
+                            if m == current || block.mixers.contains(m) {
+                                continue;
+                            }
+                            let mut b = block.clone();
+                            b.mixers[j] = *m;
+                            push(i, format!("mixers[{j}]: {current} -> {m}"), with_block(b));
+                        }
+                    }
+                }
+                MutationKind::MixerRatio => {
+                    for r in &self.ratios {
+                        if *r == block.ratio {
+                            continue;
+                        }
+                        let change = format!("ratio: {} -> {r}", block.ratio);
+                        match (block.mixers.as_slice(), r.kinds()) {
+                            // Two kinds stay two kinds: only the ratio moves.
+                            (_, 2) if block.mixers.len() == 2 => {
+                                push(i, change, with_block(BlockType { ratio: *r, ..block.clone() }));
+                            }
+                            // One kind becomes two: the new kind joins, in either position.
+                            ([only], 2) => {
+                                for m in self.mixers.iter().filter(|m| *m != only) {
+                                    for mixers in [vec![*m, *only], vec![*only, *m]] {
+                                        let change = format!("{change} (adds {m})");
+                                        push(
+                                            i,
+                                            change,
+                                            with_block(BlockType { mixers, ratio: *r, ..block.clone() }),
+                                        );
+                                    }
+                                }
+                            }
+                            // Two kinds become one: either kind may stay.
+                            ([a, b], 1) => {
+                                for keep in [*a, *b] {
+                                    let change = format!("{change} (keeps {keep})");
+                                    push(
+                                        i,
+                                        change,
+                                        with_block(BlockType {
+                                            mixers: vec![keep],
+                                            ratio: *r,
+                                            ..block.clone()
+                                        }),
+                                    );
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                MutationKind::FfnRatio => {
+                    for f in &self.ffns_per_mixer {
+                        if *f != block.ffns_per_mixer {
+                            let change = format!("ffns_per_mixer: {} -> {f}", block.ffns_per_mixer);
+                            push(i, change, with_block(BlockType { ffns_per_mixer: *f, ..block.clone() }));
+                        }
+                    }
+                }
+                MutationKind::Blocks => {
+                    for n in self.min_blocks_per_stage..=self.max_blocks_per_stage {
+                        if n != stage.blocks {
+                            let mut g = parent.clone();
+                            g.stages[i].blocks = n;
+                            push(i, format!("blocks: {} -> {n}", stage.blocks), g);
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Applies one mutation of the given kind, chosen uniformly among its neighbours.
+    pub fn mutate_with<R: Rng + ?Sized>(
+        &self,
+        parent: &Genome,
+        kind: MutationKind,
+        rng: &mut R,
+    ) -> Result<(Genome, Mutation), MutationError> {
+        self.contains(parent).map_err(MutationError::ParentOutsideSpace)?;
+        let options = self.neighbours(parent, kind);
+        options.choose(rng).cloned().ok_or(MutationError::NoAlternative { kind })
+    }
+
+    /// The paper's mutation: pick one of the four factors at random (among those that can
+    /// change), then one change of it.
+    pub fn mutate<R: Rng + ?Sized>(
+        &self,
+        parent: &Genome,
+        rng: &mut R,
+    ) -> Result<(Genome, Mutation), MutationError> {
+        self.contains(parent).map_err(MutationError::ParentOutsideSpace)?;
+        let mut kinds = MutationKind::ALL.to_vec();
+        while !kinds.is_empty() {
+            let k = rng.random_range(0..kinds.len());
+            let kind = kinds.swap_remove(k);
+            if let Some(choice) = self.neighbours(parent, kind).choose(rng) {
+                return Ok(choice.clone());
+            }
+        }
+        Err(MutationError::Exhausted)
+    }
+}
+
+fn check_list<T: PartialEq + std::fmt::Debug>(errs: &mut ValidationErrors, path: &str, items: &[T]) {
+    if items.is_empty() {
+        errs.push(path, "must not be empty");
+    }
+    for (i, item) in items.iter().enumerate() {
+        if items[..i].contains(item) {
+            errs.push(format!("{path}[{i}]"), format!("{item:?} is listed twice"));
+        }
+    }
+}
