@@ -1,0 +1,67 @@
+//! The store's integration tests. Every test in `catalog`, `candidates` and `queue` is written
+//! once, against a fresh [`coordinator::Store`], and runs on both backends: as `sqlite::<name>`
+//! on a temporary file and as `postgres::<name>` on a new database of the server named by
+//! `FRONTIER_TEST_POSTGRES_URL` (see `helpers::with_postgres` for what happens without one).
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test bodies are plain async fns wrapped by a macro, which `allow-unwrap-in-tests` \
+              does not recognise as tests"
+)]
+
+mod candidates;
+mod catalog;
+mod connect;
+mod helpers;
+mod queue;
+
+/// Generates `mod sqlite` and `mod postgres`, each with one `#[tokio::test]` per listed test body.
+macro_rules! on_both_backends {
+    ($($module:ident :: $test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    crate::helpers::with_sqlite(crate::$module::$test).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    crate::helpers::with_postgres(stringify!($test), crate::$module::$test).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends! {
+    connect::migrations_run_twice_without_error,
+    connect::store_reports_its_backend,
+    catalog::upserting_a_device_updates_it_and_keeps_its_creation_time,
+    catalog::missing_device_is_none,
+    catalog::lut_entry_put_twice_keeps_one_row_with_the_latest_measurement,
+    catalog::lut_entries_are_scoped_to_device_and_setting,
+    catalog::lut_entry_for_an_unknown_device_is_rejected,
+    catalog::created_search_reads_back_with_its_spec,
+    catalog::searches_are_listed_newest_first,
+    candidates::duplicate_architecture_returns_the_existing_candidate,
+    candidates::same_architecture_in_another_search_is_a_new_candidate,
+    candidates::candidate_keeps_its_lineage_and_optional_fields,
+    queue::empty_queue_leases_nothing,
+    queue::oldest_queued_trial_is_leased_first,
+    queue::lease_hands_out_a_fresh_token_and_expiry,
+    queue::heartbeat_with_the_lease_token_extends_the_lease,
+    queue::heartbeat_with_a_stale_token_is_refused,
+    queue::completed_trial_records_its_result,
+    queue::stale_token_cannot_complete_a_trial,
+    queue::non_finite_loss_marks_the_trial_diverged,
+    queue::unexpired_lease_is_not_reclaimed,
+    queue::expired_lease_is_reclaimed_by_another_worker,
+    queue::trial_out_of_attempts_is_marked_failed,
+    queue::trial_for_an_unknown_candidate_is_rejected,
+    queue::concurrent_workers_never_lease_the_same_trial,
+}
