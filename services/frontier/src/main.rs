@@ -1,0 +1,51 @@
+//! The `frontier` command.
+//!
+//! One binary for every role: today `space` (inspect, sample, validate and export
+//! architectures). Each subcommand lives in its own module; this file only parses arguments,
+//! dispatches, and turns errors into one clear message and a non-zero exit status (never a panic
+//! or a backtrace).
+
+mod space;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Frontier: hardware-aware architecture search for hybrid small language models.
+#[derive(Debug, Parser)]
+#[command(name = "frontier", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect, sample, validate and export architectures of the search space.
+    #[command(subcommand)]
+    Space(space::SpaceCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Space(cmd) => space::run(cmd),
+    };
+    match result {
+        Ok(text) => {
+            // A closed pipe (`frontier ... | head`) is the reader's choice, not an error.
+            match std::io::stdout().lock().write_all(text.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("error: cannot write output: {e}");
+                    ExitCode::FAILURE
+                }
+                _ => ExitCode::SUCCESS,
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
