@@ -274,6 +274,15 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+            Dtype::F16 => "f16",
+            Dtype::Fp8 => "fp8",
+        }
+    }
+
     pub fn bytes(self) -> u64 {
         match self {
             Dtype::F32 => 4,

@@ -218,10 +218,10 @@ fn show(args: ShowArgs) -> Result<String> {
     )?;
     writeln!(
         out,
-        "decode memory at batch {}, context {}, {:?}: {} (KV cache {}, recurrent state {}, conv state {})",
+        "decode memory at batch {}, context {}, {}: {} (KV cache {}, recurrent state {}, conv state {})",
         args.batch,
         args.context,
-        args.dtype,
+        args.dtype.name(),
         mib(memory.total_bytes),
         mib(memory.kv_cache_bytes),
         mib(memory.recurrent_state_bytes),

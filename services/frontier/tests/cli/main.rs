@@ -1,0 +1,3 @@
+//! The `frontier` binary end to end: real processes, real files, exit codes and messages.
+
+mod space;
