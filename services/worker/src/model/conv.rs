@@ -1,0 +1,173 @@
+//! The short depthwise causal convolution that Mamba2 and DeltaNet put after their input
+//! projections.
+//!
+//! `y[t, c] = bias[c] + Σ_j w[c, j] · x[t - (K - 1) + j, c]` with zeros before the sequence start:
+//! a PyTorch `Conv1d(groups = channels, padding = K - 1)` truncated to the input length. It is
+//! written as a sum of `K` shifted, weighted copies of the input, which for kernel 4 is much
+//! cheaper than a general convolution.
+
+use burn::module::{Module, Param};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+
+/// Configuration of a [`ShortConv`].
+#[derive(Config, Debug)]
+pub struct ShortConvConfig {
+    /// Channels; each has its own filter (depthwise).
+    pub channels: usize,
+    /// Kernel size K (taps), 4 in Mamba2 and DeltaNet.
+    #[config(default = 4)]
+    pub kernel: usize,
+    /// Per-channel bias (Mamba2 has one, DeltaNet does not).
+    #[config(default = false)]
+    pub bias: bool,
+}
+
+/// Depthwise causal 1-D convolution.
+#[derive(Module, Debug)]
+pub struct ShortConv<B: Backend> {
+    /// Filters, `[channels, kernel]`; tap `K - 1` multiplies the current token.
+    pub weight: Param<Tensor<B, 2>>,
+    pub bias: Option<Param<Tensor<B, 1>>>,
+    pub kernel: usize,
+}
+
+/// The last `K - 1` inputs, `[batch, K - 1, channels]`, oldest first.
+#[derive(Clone, Debug)]
+pub struct ConvState<B: Backend> {
+    pub window: Tensor<B, 3>,
+}
+
+impl ShortConvConfig {
+    /// Initialises like PyTorch's `Conv1d`: uniform in ±1/√fan_in with fan_in = K per channel.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> ShortConv<B> {
+        let bound = 1.0 / (self.kernel as f64).sqrt();
+        let dist = Distribution::Uniform(-bound, bound);
+        ShortConv {
+            weight: Param::from_tensor(Tensor::random([self.channels, self.kernel], dist, device)),
+            bias: self.bias.then(|| Param::from_tensor(Tensor::random([self.channels], dist, device))),
+            kernel: self.kernel,
+        }
+    }
+}
+
+impl<B: Backend> ShortConv<B> {
+    /// Filters a whole sequence.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, channels]` → `[batch, seq, channels]`
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, seq, channels] = x.dims();
+        let k = self.kernel;
+        let padded = if k > 1 {
+            Tensor::cat(vec![Tensor::zeros([batch, k - 1, channels], &x.device()), x], 1)
+        } else {
+            x
+        };
+        let w = self.weight.val();
+        let mut y: Option<Tensor<B, 3>> = None;
+        for j in 0..k {
+            let tap = w.clone().slice([0..channels, j..j + 1]).reshape([1, 1, channels]);
+            let term = padded.clone().slice([0..batch, j..j + seq, 0..channels]) * tap;
+            y = Some(match y {
+                Some(acc) => acc + term,
+                None => term,
+            });
+        }
+        let y = y.expect("kernel has at least one tap");
+        match &self.bias {
+            Some(b) => y + b.val().reshape([1, 1, channels]),
+            None => y,
+        }
+    }
+
+    /// An all-zero state: what the sequence start looks like.
+    pub fn zero_state(&self, batch: usize, device: &B::Device) -> ConvState<B> {
+        let channels = self.weight.dims()[0];
+        ConvState { window: Tensor::zeros([batch, self.kernel.saturating_sub(1), channels], device) }
+    }
+
+    /// Filters one new token and advances the state.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, channels]` → `[batch, channels]`
+    pub fn step(&self, x: Tensor<B, 2>, state: &mut ConvState<B>) -> Tensor<B, 2> {
+        let [batch, channels] = x.dims();
+        let k = self.kernel;
+        let window = Tensor::cat(vec![state.window.clone(), x.reshape([batch, 1, channels])], 1);
+        // [batch, K, C] · [1, K, C] summed over the taps.
+        let w = self.weight.val().swap_dims(0, 1).reshape([1, k, channels]);
+        let y = (window.clone() * w).sum_dim(1).reshape([batch, channels]);
+        state.window = window.slice([0..batch, 1..k, 0..channels]);
+        match &self.bias {
+            Some(b) => y + b.val().reshape([1, channels]),
+            None => y,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Cpu;
+
+    type B = Cpu;
+
+    fn values(t: Tensor<B, 3>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().expect("f32 data")
+    }
+
+    /// A reference written straight from the definition, element by element.
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        bias: &[f32],
+        batch: usize,
+        seq: usize,
+        c: usize,
+        k: usize,
+    ) -> Vec<f32> {
+        let mut y = vec![0.0; batch * seq * c];
+        for b in 0..batch {
+            for t in 0..seq {
+                for ch in 0..c {
+                    let mut acc = bias[ch];
+                    for j in 0..k {
+                        let src = t as isize - (k as isize - 1) + j as isize;
+                        if src >= 0 {
+                            acc += w[ch * k + j] * x[(b * seq + src as usize) * c + ch];
+                        }
+                    }
+                    y[(b * seq + t) * c + ch] = acc;
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn forward_matches_the_definition_and_step_matches_forward() {
+        let device = Default::default();
+        let (batch, seq, c, k) = (2, 7, 5, 4);
+        let conv = ShortConvConfig::new(c).with_bias(true).init::<B>(&device);
+        let x = Tensor::<B, 3>::random([batch, seq, c], Distribution::Normal(0.0, 1.0), &device);
+        let y = values(conv.forward(x.clone()));
+        let w = conv.weight.val().into_data().to_vec::<f32>().unwrap();
+        let bias = conv.bias.as_ref().unwrap().val().into_data().to_vec::<f32>().unwrap();
+        let expected = reference(&values(x.clone()), &w, &bias, batch, seq, c, k);
+        for (a, b) in y.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+        }
+        let mut state = conv.zero_state(batch, &device);
+        for t in 0..seq {
+            let xt = x.clone().slice([0..batch, t..t + 1, 0..c]).reshape([batch, c]);
+            let yt = conv.step(xt, &mut state).into_data().to_vec::<f32>().unwrap();
+            for b in 0..batch {
+                for ch in 0..c {
+                    let want = expected[(b * seq + t) * c + ch];
+                    assert!((yt[b * c + ch] - want).abs() < 1e-5, "t={t}: {} vs {want}", yt[b * c + ch]);
+                }
+            }
+        }
+    }
+}
