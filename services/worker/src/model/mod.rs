@@ -9,5 +9,6 @@
 //! - every `XConfig` is built from the matching `search_space` layer spec, so the burn parameter
 //!   count equals the closed form there.
 
+pub mod attention;
 pub mod conv;
 pub mod norm;
