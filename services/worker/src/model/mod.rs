@@ -11,4 +11,5 @@
 
 pub mod attention;
 pub mod conv;
+pub mod ffn;
 pub mod norm;
