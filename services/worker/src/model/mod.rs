@@ -11,5 +11,6 @@
 
 pub mod attention;
 pub mod conv;
+pub mod embedding;
 pub mod ffn;
 pub mod norm;
