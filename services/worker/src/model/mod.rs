@@ -13,4 +13,5 @@ pub mod attention;
 pub mod conv;
 pub mod embedding;
 pub mod ffn;
+pub mod lm;
 pub mod norm;
