@@ -10,4 +10,6 @@
 //!   count equals the closed form there.
 
 pub mod conv;
+pub mod mamba2;
 pub mod norm;
+pub mod ssd;
