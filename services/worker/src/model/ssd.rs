@@ -415,7 +415,8 @@ mod tests {
 
     /// Gradients of `Σ w ∘ y + Σ v ∘ state_out` through the chunked scan, by autodiff, against
     /// central differences of the f64 recurrence (step 1e-6, so the differences are exact to
-    /// about 1e-9 and the comparison measures the f32 autodiff error alone).
+    /// about 1e-9 and the comparison measures the f32 autodiff error alone). Measured: up to 5e-7
+    /// of `1 + |gradient|`; asked: 1e-4.
     #[test]
     fn chunked_scan_gradients_match_finite_differences_of_the_recurrence() {
         let device = Default::default();
