@@ -14,4 +14,6 @@ pub mod conv;
 pub mod embedding;
 pub mod ffn;
 pub mod lm;
+pub mod mamba2;
 pub mod norm;
+pub mod ssd;
