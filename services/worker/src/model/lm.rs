@@ -17,6 +17,7 @@ use search_space::{LayerSpec, ModelSpec};
 use super::attention::{Attention, AttentionConfig, KvCache};
 use super::embedding::{TokenEmbedding, TokenEmbeddingConfig};
 use super::ffn::{Ffn, FfnConfig};
+use super::mamba2::{Mamba2, Mamba2Config, Mamba2State};
 
 /// Epsilon of the sub-layer and final RMSNorms (the Nemotron-Flash configs use 1e-6).
 const NORM_EPSILON: f64 = 1e-6;
@@ -26,6 +27,7 @@ const NORM_EPSILON: f64 = 1e-6;
 #[derive(Module, Debug)]
 pub enum Operator<B: Backend> {
     Attention(Attention<B>),
+    Mamba2(Mamba2<B>),
     Ffn(Ffn<B>),
 }
 
@@ -33,6 +35,7 @@ pub enum Operator<B: Backend> {
 #[derive(Clone, Debug)]
 pub enum LayerState<B: Backend> {
     Attention(KvCache<B>),
+    Mamba2(Mamba2State<B>),
     /// FFNs are stateless.
     None,
 }
@@ -79,6 +82,7 @@ impl<B: Backend> HybridLm<B> {
                     LayerSpec::Attention(a) => {
                         Operator::Attention(AttentionConfig::from_spec(a, hidden).init(device))
                     }
+                    LayerSpec::Mamba2(m) => Operator::Mamba2(Mamba2Config::from_spec(m, hidden).init(device)),
                     LayerSpec::Ffn(f) => Operator::Ffn(FfnConfig::from_spec(f, hidden).init(device)),
                     other => return Err(UnsupportedLayer { index, op: other.kind().name() }),
                 };
@@ -102,6 +106,7 @@ impl<B: Backend> HybridLm<B> {
             let h = layer.norm.forward(x.clone());
             let h = match &layer.op {
                 Operator::Attention(a) => a.forward(h, 0),
+                Operator::Mamba2(m) => m.forward(h),
                 Operator::Ffn(f) => f.forward(h),
             };
             x = x + h;
@@ -122,6 +127,7 @@ impl<B: Backend> HybridLm<B> {
                 .iter()
                 .map(|l| match &l.op {
                     Operator::Attention(a) => LayerState::Attention(a.empty_cache()),
+                    Operator::Mamba2(_) => LayerState::None,
                     Operator::Ffn(_) => LayerState::None,
                 })
                 .collect(),
@@ -131,8 +137,13 @@ impl<B: Backend> HybridLm<B> {
             let h = layer.norm.forward(x.clone());
             let h = match (&layer.op, s) {
                 (Operator::Attention(a), LayerState::Attention(cache)) => a.forward_with_cache(h, cache),
+                (Operator::Mamba2(m), s) => {
+                    let (y, filled) = m.forward_with_state(h.clone(), m.zero_state(h.dims()[0], &h.device()));
+                    *s = LayerState::Mamba2(filled);
+                    y
+                }
                 (Operator::Ffn(f), _) => f.forward(h),
-                (Operator::Attention(_), LayerState::None) => unreachable!("state built from the layers"),
+                (op, _) => unreachable!("no state for {op:?}"),
             };
             x = x + h;
         }
@@ -151,8 +162,9 @@ impl<B: Backend> HybridLm<B> {
             let h = layer.norm.forward(x.clone());
             let h = match (&layer.op, s) {
                 (Operator::Attention(a), LayerState::Attention(cache)) => a.step(h, cache),
+                (Operator::Mamba2(m), LayerState::Mamba2(state)) => m.step(h, state),
                 (Operator::Ffn(f), _) => f.forward(h),
-                (Operator::Attention(_), LayerState::None) => unreachable!("state built from the layers"),
+                (op, _) => unreachable!("no state for {op:?}"),
             };
             x = x + h;
         }
