@@ -18,6 +18,7 @@ use super::attention::{Attention, AttentionConfig, KvCache};
 use super::embedding::{TokenEmbedding, TokenEmbeddingConfig};
 use super::ffn::{Ffn, FfnConfig};
 use super::mamba2::{Mamba2, Mamba2Config, Mamba2State};
+use super::weight_norm::{Side, normalize_linear};
 
 /// Epsilon of the sub-layer and final RMSNorms (the Nemotron-Flash configs use 1e-6).
 const NORM_EPSILON: f64 = 1e-6;
@@ -94,6 +95,46 @@ impl<B: Backend> HybridLm<B> {
             layers,
             final_norm: RmsNormConfig::new(hidden).with_epsilon(NORM_EPSILON).init(device),
         })
+    }
+
+    /// Size of the output vocabulary.
+    pub fn vocab_size(&self) -> usize {
+        self.embedding.tokens.weight.dims()[0]
+    }
+
+    /// Puts every residual-stream vector of every projection back on the unit sphere (see
+    /// [`super::weight_norm`]); the trainer calls it after each optimiser step when weight
+    /// normalisation is on.
+    pub fn normalize_weights(mut self) -> Self {
+        use Side::{Reads, Writes};
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|mut layer| {
+                layer.op = match layer.op {
+                    Operator::Attention(mut a) => {
+                        a.q_proj = normalize_linear(a.q_proj, Reads);
+                        a.k_proj = normalize_linear(a.k_proj, Reads);
+                        a.v_proj = normalize_linear(a.v_proj, Reads);
+                        a.o_proj = normalize_linear(a.o_proj, Writes);
+                        Operator::Attention(a)
+                    }
+                    Operator::Mamba2(mut m) => {
+                        m.in_proj = normalize_linear(m.in_proj, Reads);
+                        m.out_proj = normalize_linear(m.out_proj, Writes);
+                        Operator::Mamba2(m)
+                    }
+                    Operator::Ffn(mut f) => {
+                        f.gate_proj = normalize_linear(f.gate_proj, Reads);
+                        f.up_proj = normalize_linear(f.up_proj, Reads);
+                        f.down_proj = normalize_linear(f.down_proj, Writes);
+                        Operator::Ffn(f)
+                    }
+                };
+                layer
+            })
+            .collect();
+        self
     }
 
     /// Next-token logits at every input position (meta positions removed).

@@ -17,3 +17,4 @@ pub mod lm;
 pub mod mamba2;
 pub mod norm;
 pub mod ssd;
+pub mod weight_norm;

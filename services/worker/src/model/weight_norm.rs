@@ -1,0 +1,52 @@
+//! Weight normalisation (Nemotron-Flash, Sec. 2.3).
+//!
+//! After every optimiser step, each vector that lives in the residual stream's dimension is put
+//! back on the unit sphere: the rows of matrices that read the residual stream (q, k, v, gate,
+//! up, in_proj; a row of the `[out, in]` matrix is one output unit's weights over the hidden
+//! dimension) and the columns of matrices whose output is added to it (o, down, out_proj). Updates
+//! then change directions rather than norms, which the paper found to train better; weight decay
+//! is off when it is on.
+//!
+//! burn stores a `Linear` weight as `[in, out]`, so "rows of `[out, in]`" are burn's columns
+//! (normalise over dim 0) and "columns of `[out, in]`" are burn's rows (normalise over dim 1).
+
+use burn::nn::Linear;
+use burn::prelude::*;
+
+/// Smallest norm divided by; keeps an all-zero vector at zero instead of NaN.
+const EPSILON: f64 = 1e-12;
+
+/// Which side of the residual stream a projection sits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Reads the residual stream: each output unit's weights over `hidden` get unit norm.
+    Reads,
+    /// Writes to the residual stream: each input unit's weights over `hidden` get unit norm.
+    Writes,
+}
+
+/// Rescales one projection's weights; the result is a fresh trainable leaf.
+pub fn normalize_linear<B: Backend>(mut linear: Linear<B>, side: Side) -> Linear<B> {
+    let dim = match side {
+        Side::Reads => 0,
+        Side::Writes => 1,
+    };
+    linear.weight = linear.weight.map(|w| {
+        // Detached so the rescaling is not part of the next step's graph; the rescaled tensor
+        // becomes the parameter itself.
+        let w = w.detach();
+        let norm = w.clone().powi_scalar(2).sum_dim(dim).sqrt().clamp_min(EPSILON);
+        (w / norm).require_grad()
+    });
+    linear
+}
+
+/// L2 norms of the vectors [`normalize_linear`] rescales, for tests and diagnostics.
+pub fn vector_norms<B: Backend>(linear: &Linear<B>, side: Side) -> Vec<f32> {
+    let dim = match side {
+        Side::Reads => 0,
+        Side::Writes => 1,
+    };
+    let norms = linear.weight.val().powi_scalar(2).sum_dim(dim).sqrt();
+    norms.into_data().to_vec::<f32>().unwrap_or_default()
+}

@@ -1,0 +1,377 @@
+//! Proxy training: a candidate trained for a token budget, then scored on held-out text.
+//!
+//! One run is `steps = ⌊tokens / (batch · seq_len)⌋` optimiser steps on seeded random windows of
+//! the training stream: AdamW (plain Adam with weight normalisation, which replaces weight decay),
+//! linear warm-up then cosine decay to `min_lr_ratio · lr`, clipping of the global gradient norm
+//! (as PyTorch's `clip_grad_norm_`, not burn's per-tensor clipping), and a stop with
+//! [`Outcome::Diverged`] at the first non-finite loss. The same seed gives the same weights, the
+//! same batches and the same result. Validation runs over consecutive windows of the held-out
+//! stream and reports mean loss and perplexity.
+//!
+//! The loop is a step function ([`Trainer::step`]) and a driver ([`train`]); progress goes to a
+//! callback that the CLI draws as a progress bar and the worker sends as heartbeats.
+
+use std::time::Instant;
+
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+
+use crate::data::{Batch, BatchError, TrainBatches, ValidationBatches};
+use crate::model::lm::HybridLm;
+
+/// How to train.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainConfig {
+    /// Training tokens (inputs seen), the budget of the run.
+    pub tokens: u64,
+    pub seq_len: usize,
+    pub batch_size: usize,
+    /// Peak learning rate (the paper: 5e-4 at scale; tiny models like more).
+    pub lr: f64,
+    /// Learning rate at the end of the cosine, as a fraction of the peak.
+    pub min_lr_ratio: f64,
+    /// Share of the steps spent warming up linearly from zero.
+    pub warmup_fraction: f64,
+    /// AdamW weight decay; ignored (zero) with weight normalisation.
+    pub weight_decay: f64,
+    /// Clip the global gradient norm to this; `None` leaves gradients alone.
+    pub grad_clip: Option<f64>,
+    /// Rescale residual-stream vectors to unit norm after every step (paper Sec. 2.3).
+    pub weight_norm: bool,
+    /// Seeds the weights and the batch order.
+    pub seed: u64,
+    /// Most validation tokens to score; the whole held-out stream when `None`.
+    pub eval_tokens: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            tokens: 200_000,
+            seq_len: 256,
+            batch_size: 8,
+            lr: 2e-3,
+            min_lr_ratio: 0.1,
+            warmup_fraction: 0.05,
+            weight_decay: 0.1,
+            grad_clip: Some(1.0),
+            weight_norm: false,
+            seed: 0,
+            eval_tokens: Some(65_536),
+        }
+    }
+}
+
+/// A training problem found before any step ran.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("token budget {tokens} is smaller than one batch ({batch_size} × {seq_len} = {} tokens)", batch_size * seq_len)]
+    BudgetBelowOneBatch { tokens: u64, batch_size: usize, seq_len: usize },
+    #[error("training data: {0}")]
+    Train(#[source] BatchError),
+    #[error("validation data: {0}")]
+    Validation(#[source] BatchError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Progress after one step.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Progress {
+    pub step: u64,
+    pub steps: u64,
+    pub tokens: u64,
+    pub loss: f64,
+    pub lr: f64,
+    pub tokens_per_s: f64,
+}
+
+/// The finished run's figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrainReport {
+    pub steps: u64,
+    pub tokens: u64,
+    /// Mean training loss over the last tenth of the steps.
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub val_ppl: f64,
+    /// Training throughput (optimiser steps only, validation excluded).
+    pub tokens_per_s: f64,
+    pub train_seconds: f64,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Completed(TrainReport),
+    /// The loss became NaN or infinite at `step`; the run stopped there.
+    Diverged { step: u64, loss: f64 },
+}
+
+/// Warm-up then cosine decay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Schedule {
+    pub peak: f64,
+    pub min: f64,
+    pub warmup_steps: u64,
+    pub total_steps: u64,
+}
+
+impl Schedule {
+    pub fn new(config: &TrainConfig, total_steps: u64) -> Self {
+        let warmup_steps = ((total_steps as f64 * config.warmup_fraction).round() as u64).min(total_steps);
+        Self { peak: config.lr, min: config.lr * config.min_lr_ratio, warmup_steps, total_steps }
+    }
+
+    /// Learning rate of step `step` (0-based).
+    pub fn lr(&self, step: u64) -> f64 {
+        if step < self.warmup_steps {
+            return self.peak * (step + 1) as f64 / self.warmup_steps as f64;
+        }
+        let decay_steps = (self.total_steps - self.warmup_steps).max(1);
+        let progress = ((step - self.warmup_steps) as f64 / decay_steps as f64).min(1.0);
+        self.min + 0.5 * (self.peak - self.min) * (1.0 + (std::f64::consts::PI * progress).cos())
+    }
+}
+
+/// A training run in progress: the model, its optimiser and where it is.
+pub struct Trainer<'a, B: AutodiffBackend> {
+    pub model: HybridLm<B>,
+    optimizer: OptimizerAdaptor<AdamW, HybridLm<B>, B>,
+    batches: TrainBatches<'a>,
+    schedule: Schedule,
+    config: TrainConfig,
+    step: u64,
+    device: B::Device,
+}
+
+impl<B: AutodiffBackend> std::fmt::Debug for Trainer<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer").field("step", &self.step).field("config", &self.config).finish()
+    }
+}
+
+impl<'a, B: AutodiffBackend> Trainer<'a, B> {
+    /// Checks the budget and the data, and sets up the optimiser.
+    pub fn new(
+        model: HybridLm<B>,
+        train_tokens: &'a [u32],
+        config: TrainConfig,
+        device: B::Device,
+    ) -> Result<Self, TrainError> {
+        check(&config)?;
+        let per_step = (config.batch_size * config.seq_len) as u64;
+        let steps = config.tokens / per_step;
+        if steps == 0 {
+            return Err(TrainError::BudgetBelowOneBatch {
+                tokens: config.tokens,
+                batch_size: config.batch_size,
+                seq_len: config.seq_len,
+            });
+        }
+        let batches = TrainBatches::new(train_tokens, config.seq_len, config.batch_size, config.seed)
+            .map_err(TrainError::Train)?;
+        let weight_decay = if config.weight_norm { 0.0 } else { config.weight_decay };
+        // PyTorch's defaults where burn's differ (eps 1e-8, not 1e-5), betas of LM training.
+        let optimizer = AdamWConfig::new()
+            .with_beta_1(0.9)
+            .with_beta_2(0.95)
+            .with_epsilon(1e-8)
+            .with_weight_decay(weight_decay as f32)
+            .init();
+        let model = if config.weight_norm { model.normalize_weights() } else { model };
+        Ok(Self { model, optimizer, batches, schedule: Schedule::new(&config, steps), config, step: 0, device })
+    }
+
+    pub fn total_steps(&self) -> u64 {
+        self.schedule.total_steps
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.step >= self.schedule.total_steps
+    }
+
+    /// One optimiser step; returns the step's loss (before the update) and learning rate.
+    pub fn step(&mut self) -> (f64, f64) {
+        let batch = self.batches.batch(self.step);
+        let lr = self.schedule.lr(self.step);
+        let loss = loss_of(&self.model, &batch, &self.device);
+        let loss_value = loss.clone().into_scalar().elem::<f64>();
+        self.step += 1;
+        if !loss_value.is_finite() {
+            return (loss_value, lr);
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        if let Some(max_norm) = self.config.grad_clip {
+            clip_global_norm(&self.model, &mut grads, max_norm);
+        }
+        // The optimiser consumes the module and returns the updated one. Modules are handles to
+        // reference-counted tensors, so this clone copies no weights; it only stands in `self`
+        // for the duration of the step. It is taken after the forward pass, so every parameter
+        // is already materialised (a clone of a never-used lazy parameter would draw new ones).
+        let model = self.model.clone();
+        let mut model = self.optimizer.step(lr, model, grads);
+        if self.config.weight_norm {
+            model = model.normalize_weights();
+        }
+        self.model = model;
+        (loss_value, lr)
+    }
+}
+
+fn check(config: &TrainConfig) -> Result<(), TrainError> {
+    let bad = |m: &str| Err(TrainError::Config(m.to_owned()));
+    if config.seq_len == 0 {
+        return bad("seq_len must be at least 1");
+    }
+    if config.batch_size == 0 {
+        return bad("batch_size must be at least 1");
+    }
+    if !(config.lr.is_finite() && config.lr > 0.0) {
+        return bad("lr must be a positive number");
+    }
+    if !(0.0..=1.0).contains(&config.min_lr_ratio) {
+        return bad("min_lr_ratio must be in [0, 1]");
+    }
+    if !(0.0..=1.0).contains(&config.warmup_fraction) {
+        return bad("warmup_fraction must be in [0, 1]");
+    }
+    if config.grad_clip.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+        return bad("grad_clip must be a positive number");
+    }
+    Ok(())
+}
+
+/// Mean next-token cross-entropy of a batch.
+fn loss_of<B: Backend>(model: &HybridLm<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+    let (rows, seq) = (batch.rows, batch.seq_len);
+    let ids = |v: &[u32]| {
+        let data: Vec<i64> = v.iter().map(|&t| i64::from(t)).collect();
+        Tensor::<B, 1, Int>::from_data(TensorData::new(data, [rows * seq]), device)
+    };
+    let inputs = ids(&batch.inputs).reshape([rows, seq]);
+    let targets = ids(&batch.targets);
+    let logits = model.forward(inputs);
+    let vocab = logits.dims()[2];
+    CrossEntropyLossConfig::new().init(device).forward(logits.reshape([rows * seq, vocab]), targets)
+}
+
+/// Scales all gradients by `max_norm / ‖g‖` when their global L2 norm exceeds `max_norm`.
+fn clip_global_norm<B: AutodiffBackend>(model: &HybridLm<B>, grads: &mut GradientsParams, max_norm: f64) {
+    struct SumSquares<'a> {
+        grads: &'a GradientsParams,
+        total: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for SumSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                self.total += g.powi_scalar(2).sum().into_scalar().elem::<f64>();
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                self.grads.register(param.id, g.mul_scalar(self.factor));
+            }
+        }
+    }
+    let mut sum = SumSquares { grads, total: 0.0 };
+    model.visit(&mut sum);
+    let norm = sum.total.sqrt();
+    if norm.is_finite() && norm > max_norm {
+        model.visit(&mut Scale { grads, factor: max_norm / norm });
+    }
+}
+
+/// Mean loss over consecutive windows of the validation stream.
+pub fn evaluate<B: Backend>(
+    model: &HybridLm<B>,
+    validation: &[u32],
+    seq_len: usize,
+    batch_size: usize,
+    max_tokens: Option<usize>,
+    device: &B::Device,
+) -> Result<f64, TrainError> {
+    let windows = ValidationBatches::new(validation, seq_len, batch_size).map_err(TrainError::Validation)?;
+    let (mut total, mut count) = (0.0, 0usize);
+    for batch in windows {
+        let n = batch.rows * batch.seq_len;
+        total += loss_of(model, &batch, device).into_scalar().elem::<f64>() * n as f64;
+        count += n;
+        if max_tokens.is_some_and(|m| count >= m) {
+            break;
+        }
+    }
+    Ok(total / count.max(1) as f64)
+}
+
+/// Trains a model for the configured budget and scores it on the validation stream.
+pub fn train<B: AutodiffBackend>(
+    model: HybridLm<B>,
+    train_tokens: &[u32],
+    validation_tokens: &[u32],
+    config: &TrainConfig,
+    device: &B::Device,
+    mut progress: impl FnMut(Progress),
+) -> Result<(Outcome, HybridLm<B>), TrainError> {
+    // Fail on unusable validation data before spending the budget.
+    ValidationBatches::new(validation_tokens, config.seq_len, config.batch_size)
+        .map_err(TrainError::Validation)?;
+    let mut trainer = Trainer::new(model, train_tokens, config.clone(), device.clone())?;
+    let per_step = (config.batch_size * config.seq_len) as u64;
+    let steps = trainer.total_steps();
+    let tail = (steps / 10).max(1);
+    let mut tail_losses = Vec::with_capacity(tail as usize);
+    let started = Instant::now();
+    while !trainer.is_done() {
+        let (loss, lr) = trainer.step();
+        let step = trainer.step;
+        if !loss.is_finite() {
+            return Ok((Outcome::Diverged { step, loss }, trainer.model));
+        }
+        if step > steps - tail {
+            tail_losses.push(loss);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        progress(Progress {
+            step,
+            steps,
+            tokens: step * per_step,
+            loss,
+            lr,
+            tokens_per_s: (step * per_step) as f64 / elapsed.max(1e-9),
+        });
+    }
+    let train_seconds = started.elapsed().as_secs_f64();
+    let model = trainer.model;
+    let val_loss = evaluate(
+        &model.valid(),
+        validation_tokens,
+        config.seq_len,
+        config.batch_size,
+        config.eval_tokens,
+        device,
+    )?;
+    let tokens = steps * per_step;
+    let report = TrainReport {
+        steps,
+        tokens,
+        train_loss: tail_losses.iter().sum::<f64>() / tail_losses.len().max(1) as f64,
+        val_loss,
+        val_ppl: val_loss.exp(),
+        tokens_per_s: tokens as f64 / train_seconds.max(1e-9),
+        train_seconds,
+    };
+    Ok((Outcome::Completed(report), model))
+}
