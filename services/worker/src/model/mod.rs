@@ -10,4 +10,7 @@
 //!   count equals the closed form there.
 
 pub mod conv;
+pub mod delta_rule;
+pub mod deltanet;
+pub mod gated_deltanet;
 pub mod norm;
