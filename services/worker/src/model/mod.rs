@@ -11,8 +11,11 @@
 
 pub mod attention;
 pub mod conv;
+pub mod delta_rule;
+pub mod deltanet;
 pub mod embedding;
 pub mod ffn;
+pub mod gated_deltanet;
 pub mod lm;
 pub mod mamba2;
 pub mod norm;
