@@ -15,8 +15,10 @@ use burn::prelude::*;
 use search_space::{LayerSpec, ModelSpec};
 
 use super::attention::{Attention, AttentionConfig, KvCache};
+use super::deltanet::{DeltaNet, DeltaNetConfig, DeltaNetState};
 use super::embedding::{TokenEmbedding, TokenEmbeddingConfig};
 use super::ffn::{Ffn, FfnConfig};
+use super::gated_deltanet::{GatedDeltaNet, GatedDeltaNetConfig};
 use super::mamba2::{Mamba2, Mamba2Config, Mamba2State};
 use super::weight_norm::{Side, normalize_linear};
 
@@ -29,6 +31,8 @@ const NORM_EPSILON: f64 = 1e-6;
 pub enum Operator<B: Backend> {
     Attention(Attention<B>),
     Mamba2(Mamba2<B>),
+    DeltaNet(DeltaNet<B>),
+    GatedDeltaNet(GatedDeltaNet<B>),
     Ffn(Ffn<B>),
 }
 
@@ -37,6 +41,8 @@ pub enum Operator<B: Backend> {
 pub enum LayerState<B: Backend> {
     Attention(KvCache<B>),
     Mamba2(Mamba2State<B>),
+    /// DeltaNet and Gated DeltaNet.
+    Delta(DeltaNetState<B>),
     /// FFNs are stateless.
     None,
 }
@@ -62,39 +68,35 @@ pub struct DecodeState<B: Backend> {
     pub layers: Vec<LayerState<B>>,
 }
 
-/// A layer the burn model zoo cannot build yet.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("layers[{index}]: {op} is not available in the worker's model zoo")]
-pub struct UnsupportedLayer {
-    pub index: usize,
-    pub op: &'static str,
-}
-
 impl<B: Backend> HybridLm<B> {
     /// Builds the model of a (valid) spec with freshly initialised weights.
-    pub fn init(spec: &ModelSpec, device: &B::Device) -> Result<Self, UnsupportedLayer> {
+    pub fn init(spec: &ModelSpec, device: &B::Device) -> Self {
         let hidden = spec.hidden_size as usize;
         let layers = spec
             .layers
             .iter()
-            .enumerate()
-            .map(|(index, layer)| {
+            .map(|layer| {
                 let op = match layer {
                     LayerSpec::Attention(a) => {
                         Operator::Attention(AttentionConfig::from_spec(a, hidden).init(device))
                     }
                     LayerSpec::Mamba2(m) => Operator::Mamba2(Mamba2Config::from_spec(m, hidden).init(device)),
+                    LayerSpec::DeltaNet(d) => {
+                        Operator::DeltaNet(DeltaNetConfig::from_spec(d, hidden).init(device))
+                    }
+                    LayerSpec::GatedDeltaNet(d) => {
+                        Operator::GatedDeltaNet(GatedDeltaNetConfig::from_spec(d, hidden).init(device))
+                    }
                     LayerSpec::Ffn(f) => Operator::Ffn(FfnConfig::from_spec(f, hidden).init(device)),
-                    other => return Err(UnsupportedLayer { index, op: other.kind().name() }),
                 };
-                Ok(SubLayer { norm: RmsNormConfig::new(hidden).with_epsilon(NORM_EPSILON).init(device), op })
+                SubLayer { norm: RmsNormConfig::new(hidden).with_epsilon(NORM_EPSILON).init(device), op }
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
+            .collect();
+        Self {
             embedding: TokenEmbeddingConfig::from_spec(spec).init(device),
             layers,
             final_norm: RmsNormConfig::new(hidden).with_epsilon(NORM_EPSILON).init(device),
-        })
+        }
     }
 
     /// Size of the output vocabulary.
@@ -124,6 +126,20 @@ impl<B: Backend> HybridLm<B> {
                         m.out_proj = normalize_linear(m.out_proj, Writes);
                         Operator::Mamba2(m)
                     }
+                    Operator::DeltaNet(mut d) => {
+                        d.q_proj = normalize_linear(d.q_proj, Reads);
+                        d.k_proj = normalize_linear(d.k_proj, Reads);
+                        d.v_proj = normalize_linear(d.v_proj, Reads);
+                        d.o_proj = normalize_linear(d.o_proj, Writes);
+                        Operator::DeltaNet(d)
+                    }
+                    Operator::GatedDeltaNet(mut d) => {
+                        d.q_proj = normalize_linear(d.q_proj, Reads);
+                        d.k_proj = normalize_linear(d.k_proj, Reads);
+                        d.v_proj = normalize_linear(d.v_proj, Reads);
+                        d.o_proj = normalize_linear(d.o_proj, Writes);
+                        Operator::GatedDeltaNet(d)
+                    }
                     Operator::Ffn(mut f) => {
                         f.gate_proj = normalize_linear(f.gate_proj, Reads);
                         f.up_proj = normalize_linear(f.up_proj, Reads);
@@ -148,6 +164,8 @@ impl<B: Backend> HybridLm<B> {
             let h = match &layer.op {
                 Operator::Attention(a) => a.forward(h, 0),
                 Operator::Mamba2(m) => m.forward(h),
+                Operator::DeltaNet(d) => d.forward(h),
+                Operator::GatedDeltaNet(d) => d.forward(h),
                 Operator::Ffn(f) => f.forward(h),
             };
             x = x + h;
@@ -162,13 +180,17 @@ impl<B: Backend> HybridLm<B> {
     /// # Shapes
     /// - `tokens`: `[batch, seq]` → `[batch, vocab]`
     pub fn prefill(&self, tokens: Tensor<B, 2, Int>) -> (Tensor<B, 2>, DecodeState<B>) {
+        let batch = tokens.dims()[0];
+        let device = tokens.device();
         let mut state = DecodeState {
             layers: self
                 .layers
                 .iter()
                 .map(|l| match &l.op {
                     Operator::Attention(a) => LayerState::Attention(a.empty_cache()),
-                    Operator::Mamba2(_) => LayerState::None,
+                    Operator::Mamba2(m) => LayerState::Mamba2(m.zero_state(batch, &device)),
+                    Operator::DeltaNet(d) => LayerState::Delta(d.zero_state(batch, &device)),
+                    Operator::GatedDeltaNet(d) => LayerState::Delta(d.zero_state(batch, &device)),
                     Operator::Ffn(_) => LayerState::None,
                 })
                 .collect(),
@@ -178,11 +200,13 @@ impl<B: Backend> HybridLm<B> {
             let h = layer.norm.forward(x.clone());
             let h = match (&layer.op, s) {
                 (Operator::Attention(a), LayerState::Attention(cache)) => a.forward_with_cache(h, cache),
-                (Operator::Mamba2(m), s) => {
-                    let (y, filled) = m.forward_with_state(h.clone(), m.zero_state(h.dims()[0], &h.device()));
-                    *s = LayerState::Mamba2(filled);
+                (Operator::Mamba2(m), LayerState::Mamba2(s)) => {
+                    let (y, filled) = m.forward_with_state(h, s.clone());
+                    *s = filled;
                     y
                 }
+                (Operator::DeltaNet(d), LayerState::Delta(s)) => d.forward_with_state(h, s),
+                (Operator::GatedDeltaNet(d), LayerState::Delta(s)) => d.forward_with_state(h, s),
                 (Operator::Ffn(f), _) => f.forward(h),
                 (op, _) => unreachable!("no state for {op:?}"),
             };
@@ -204,6 +228,8 @@ impl<B: Backend> HybridLm<B> {
             let h = match (&layer.op, s) {
                 (Operator::Attention(a), LayerState::Attention(cache)) => a.step(h, cache),
                 (Operator::Mamba2(m), LayerState::Mamba2(state)) => m.step(h, state),
+                (Operator::DeltaNet(d), LayerState::Delta(state)) => d.step(h, state),
+                (Operator::GatedDeltaNet(d), LayerState::Delta(state)) => d.step(h, state),
                 (Operator::Ffn(f), _) => f.forward(h),
                 (op, _) => unreachable!("no state for {op:?}"),
             };
@@ -218,7 +244,9 @@ mod tests {
     use super::*;
     use crate::backend::Cpu;
     use burn::tensor::Distribution;
-    use search_space::presets::preset;
+    use search_space::presets::{preset, tiny_settings};
+    use search_space::space::rng;
+    use search_space::{Architecture, MixerKind, SearchSpace};
 
     type B = Cpu;
 
@@ -226,39 +254,107 @@ mod tests {
         preset(name).unwrap().expand().unwrap()
     }
 
-    #[test]
-    fn parameter_count_equals_the_closed_form() {
-        let device = Default::default();
-        let spec = spec("tiny-transformer");
-        let model = HybridLm::<B>::init(&spec, &device).unwrap();
-        assert_eq!(model.num_params() as u64, spec.params().total);
+    /// The paper's space plus Gated DeltaNet, dimensioned with the tiny settings.
+    fn random_specs(count: usize) -> Vec<ModelSpec> {
+        let mut space = SearchSpace { hidden_sizes: vec![128], ..SearchSpace::default() };
+        space.mixers.push(MixerKind::GatedDeltaNet);
+        let mut r = rng(42);
+        (0..count)
+            .map(|_| Architecture::from_genome(tiny_settings(), space.sample(&mut r).unwrap()).expand().unwrap())
+            .collect()
     }
 
     #[test]
-    fn prefill_then_steps_give_the_same_logits_as_the_full_forward() {
+    fn parameter_count_equals_the_closed_form_for_presets_and_random_architectures() {
         let device = Default::default();
-        let spec = spec("tiny-transformer");
-        let model = HybridLm::<B>::init(&spec, &device).unwrap();
-        let tokens = Tensor::<B, 2>::random([2, 12], Distribution::Uniform(0.0, 255.0), &device).int();
+        let mut specs = vec![spec("tiny-transformer"), spec("tiny-hybrid")];
+        specs.extend(random_specs(20));
+        for spec in specs {
+            let model = HybridLm::<B>::init(&spec, &device);
+            assert_eq!(model.num_params() as u64, spec.params().total, "{}", spec.pattern());
+        }
+    }
+
+    /// Prefill of `split` tokens then single steps reproduce the training forward's logits.
+    fn check_decode_matches_forward(spec: &ModelSpec, split: usize) {
+        let device = Default::default();
+        let model = HybridLm::<B>::init(spec, &device);
+        let (batch, len, vocab) = (2, 12, spec.vocab_size as usize);
+        let tokens = Tensor::<B, 2>::random([batch, len], Distribution::Uniform(0.0, 255.0), &device).int();
         let full = model.forward(tokens.clone()).into_data().to_vec::<f32>().unwrap();
-        let (mut logits, mut state) = model.prefill(tokens.clone().slice([0..2, 0..5]));
-        let vocab = 256;
-        let at = |b: usize, t: usize| &full[(b * 12 + t) * vocab..(b * 12 + t + 1) * vocab];
-        for t in 4..12 {
+        let (mut logits, mut state) = model.prefill(tokens.clone().slice([0..batch, 0..split]));
+        for t in split - 1..len {
             let got = logits.clone().into_data().to_vec::<f32>().unwrap();
-            for b in 0..2 {
-                let want = at(b, t);
-                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for b in 0..batch {
+                let want = &full[(b * len + t) * vocab..(b * len + t + 1) * vocab];
+                let scale = want.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
                 let err = got[b * vocab..(b + 1) * vocab]
                     .iter()
                     .zip(want)
                     .fold(0f32, |m, (a, w)| m.max((a - w).abs()));
-                assert!(err <= 1e-4 * scale.max(1.0), "position {t}, sequence {b}: error {err}");
+                assert!(err <= 1e-4 * scale, "{}: position {t}, sequence {b}: error {err}", spec.pattern());
             }
-            if t + 1 < 12 {
-                let next = tokens.clone().slice([0..2, t + 1..t + 2]).reshape([2]);
+            if t + 1 < len {
+                let next = tokens.clone().slice([0..batch, t + 1..t + 2]).reshape([batch]);
                 logits = model.step(next, &mut state);
             }
+        }
+    }
+
+    #[test]
+    fn prefill_then_steps_give_the_same_logits_as_the_full_forward() {
+        check_decode_matches_forward(&spec("tiny-transformer"), 5);
+        check_decode_matches_forward(&spec("tiny-hybrid"), 5);
+        let gated = Architecture::from_layers(tiny_settings(), ["GD", "F", "A", "F"].iter().map(|c| c.parse().unwrap()).collect());
+        check_decode_matches_forward(&gated.expand().unwrap(), 3);
+    }
+
+    #[test]
+    fn weight_normalization_leaves_every_affected_vector_at_unit_norm() {
+        use crate::model::weight_norm::{Side, vector_norms};
+        let device = Default::default();
+        let mut settings = tiny_settings();
+        settings.meta_tokens = 0;
+        let layers = ["A", "F", "M2", "F", "D", "F", "GD", "F"].iter().map(|c| c.parse().unwrap()).collect();
+        let spec = Architecture::from_layers(settings, layers).expand().unwrap();
+        let model = HybridLm::<B>::init(&spec, &device).normalize_weights();
+        let unit = |norms: Vec<f32>, what: &str| {
+            assert!(!norms.is_empty());
+            for n in norms {
+                assert!((n - 1.0).abs() < 1e-5, "{what}: norm {n}");
+            }
+        };
+        for layer in &model.layers {
+            match &layer.op {
+                Operator::Attention(a) => {
+                    unit(vector_norms(&a.q_proj, Side::Reads), "q");
+                    unit(vector_norms(&a.k_proj, Side::Reads), "k");
+                    unit(vector_norms(&a.v_proj, Side::Reads), "v");
+                    unit(vector_norms(&a.o_proj, Side::Writes), "o");
+                }
+                Operator::Mamba2(m) => {
+                    unit(vector_norms(&m.in_proj, Side::Reads), "in_proj");
+                    unit(vector_norms(&m.out_proj, Side::Writes), "out_proj");
+                }
+                Operator::DeltaNet(d) => {
+                    unit(vector_norms(&d.q_proj, Side::Reads), "q");
+                    unit(vector_norms(&d.o_proj, Side::Writes), "o");
+                }
+                Operator::GatedDeltaNet(d) => {
+                    unit(vector_norms(&d.v_proj, Side::Reads), "v");
+                    unit(vector_norms(&d.o_proj, Side::Writes), "o");
+                }
+                Operator::Ffn(f) => {
+                    unit(vector_norms(&f.gate_proj, Side::Reads), "gate");
+                    unit(vector_norms(&f.up_proj, Side::Reads), "up");
+                    unit(vector_norms(&f.down_proj, Side::Writes), "down");
+                }
+            }
+        }
+        // The hidden-sized vectors: q reads `hidden` inputs per output unit.
+        if let Operator::Attention(a) = &model.layers[0].op {
+            assert_eq!(vector_norms(&a.q_proj, Side::Reads).len(), a.num_heads * a.head_dim);
+            assert_eq!(vector_norms(&a.o_proj, Side::Writes).len(), a.num_heads * a.head_dim);
         }
     }
 }
