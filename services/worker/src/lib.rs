@@ -14,6 +14,7 @@
 //! What is here now is only [`backend`]: the pinned burn 0.21 backends the
 //! rest will be written against, and how a run names its device.
 
+pub mod data;
 pub mod model;
 
 pub mod backend {
