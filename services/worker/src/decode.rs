@@ -52,7 +52,9 @@ pub fn bench<B: Backend>(
     device: &B::Device,
 ) -> Result<DecodeReport, DecodeError> {
     if setting.batch == 0 || setting.prompt_len == 0 || setting.gen_len == 0 || setting.repeats == 0 {
-        return Err(DecodeError("batch, prompt length, generated length and repeats must all be at least 1".into()));
+        return Err(DecodeError(
+            "batch, prompt length, generated length and repeats must all be at least 1".into(),
+        ));
     }
     let vocab = model.vocab_size();
     let prompt = Tensor::<B, 2>::random(

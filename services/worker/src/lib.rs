@@ -14,8 +14,10 @@
 //! What is here now is only [`backend`]: the pinned burn 0.21 backends the
 //! rest will be written against, and how a run names its device.
 
+pub mod data;
 pub mod decode;
 pub mod model;
+pub mod train;
 
 pub mod backend {
     //! The burn backends the worker trains and measures on.

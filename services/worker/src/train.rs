@@ -111,7 +111,10 @@ pub struct TrainReport {
 pub enum Outcome {
     Completed(TrainReport),
     /// The loss became NaN or infinite at `step`; the run stopped there.
-    Diverged { step: u64, loss: f64 },
+    Diverged {
+        step: u64,
+        loss: f64,
+    },
 }
 
 /// Warm-up then cosine decay.
@@ -186,7 +189,15 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
             .with_weight_decay(weight_decay as f32)
             .init();
         let model = if config.weight_norm { model.normalize_weights() } else { model };
-        Ok(Self { model, optimizer, batches, schedule: Schedule::new(&config, steps), config, step: 0, device })
+        Ok(Self {
+            model,
+            optimizer,
+            batches,
+            schedule: Schedule::new(&config, steps),
+            config,
+            step: 0,
+            device,
+        })
     }
 
     pub fn total_steps(&self) -> u64 {

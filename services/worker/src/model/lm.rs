@@ -260,7 +260,9 @@ mod tests {
         space.mixers.push(MixerKind::GatedDeltaNet);
         let mut r = rng(42);
         (0..count)
-            .map(|_| Architecture::from_genome(tiny_settings(), space.sample(&mut r).unwrap()).expand().unwrap())
+            .map(|_| {
+                Architecture::from_genome(tiny_settings(), space.sample(&mut r).unwrap()).expand().unwrap()
+            })
             .collect()
     }
 
@@ -305,7 +307,10 @@ mod tests {
     fn prefill_then_steps_give_the_same_logits_as_the_full_forward() {
         check_decode_matches_forward(&spec("tiny-transformer"), 5);
         check_decode_matches_forward(&spec("tiny-hybrid"), 5);
-        let gated = Architecture::from_layers(tiny_settings(), ["GD", "F", "A", "F"].iter().map(|c| c.parse().unwrap()).collect());
+        let gated = Architecture::from_layers(
+            tiny_settings(),
+            ["GD", "F", "A", "F"].iter().map(|c| c.parse().unwrap()).collect(),
+        );
         check_decode_matches_forward(&gated.expand().unwrap(), 3);
     }
 
