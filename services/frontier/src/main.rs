@@ -1,11 +1,13 @@
 //! The `frontier` command.
 //!
 //! One binary for every role: today `space` (inspect, sample, validate and export
-//! architectures). Each subcommand lives in its own module; this file only parses arguments,
+//! architectures), `train` (proxy-train one candidate) and `decode-bench` (measure its decode
+//! latency). Each subcommand lives in its own module; this file only parses arguments,
 //! dispatches, and turns errors into one clear message and a non-zero exit status (never a panic
 //! or a backtrace).
 
 mod space;
+mod train;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -25,12 +27,18 @@ enum Command {
     /// Inspect, sample, validate and export architectures of the search space.
     #[command(subcommand)]
     Space(space::SpaceCommand),
+    /// Train one architecture for a token budget and report validation loss and perplexity.
+    Train(train::TrainArgs),
+    /// Measure one architecture's decode latency on this machine.
+    DecodeBench(train::DecodeArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Space(cmd) => space::run(cmd),
+        Command::Train(args) => train::train(args),
+        Command::DecodeBench(args) => train::decode_bench(args),
     };
     match result {
         Ok(text) => {

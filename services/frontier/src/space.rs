@@ -139,8 +139,18 @@ fn sample(args: SampleArgs) -> Result<String> {
     Ok(serde_json::to_string_pretty(&out)? + "\n")
 }
 
+impl Source {
+    pub fn file(path: PathBuf) -> Self {
+        Self { file: Some(path), preset: None }
+    }
+
+    pub fn preset(name: String) -> Self {
+        Self { file: None, preset: Some(name) }
+    }
+}
+
 /// Reads an architecture from a preset or a file of either format.
-fn load(source: &Source) -> Result<(String, Architecture)> {
+pub fn load(source: &Source) -> Result<(String, Architecture)> {
     if let Some(name) = &source.preset {
         return Ok((name.clone(), named_preset(name)?));
     }

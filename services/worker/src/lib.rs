@@ -17,6 +17,7 @@
 pub mod data;
 pub mod decode;
 pub mod model;
+pub mod run;
 pub mod train;
 
 pub mod backend {

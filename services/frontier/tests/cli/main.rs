@@ -1,3 +1,5 @@
 //! The `frontier` binary end to end: real processes, real files, exit codes and messages.
 
+mod helpers;
 mod space;
+mod train;

@@ -9,9 +9,12 @@
 //! first) through the same forms while filling per-layer caches and states, then advances one
 //! token at a time with each operator's `step`.
 
-use burn::module::Module;
+use std::sync::Mutex;
+
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 use search_space::{LayerSpec, ModelSpec};
 
 use super::attention::{Attention, AttentionConfig, KvCache};
@@ -68,7 +71,28 @@ pub struct DecodeState<B: Backend> {
     pub layers: Vec<LayerState<B>>,
 }
 
+/// Serialises "seed the backend, then draw the weights": backends keep one process-wide RNG, so
+/// two models initialised at once would interleave their draws.
+static SEEDED_INIT: Mutex<()> = Mutex::new(());
+
 impl<B: Backend> HybridLm<B> {
+    /// Builds the model with weights drawn from `seed`: the same seed gives the same weights.
+    /// burn creates parameters lazily, so every parameter is materialised here, under the seed,
+    /// rather than at some later first use.
+    pub fn init_seeded(spec: &ModelSpec, seed: u64, device: &B::Device) -> Self {
+        struct Materialize;
+        impl<B: Backend> ModuleVisitor<B> for Materialize {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let _ = param.val();
+            }
+        }
+        let _guard = SEEDED_INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        B::seed(device, seed);
+        let model = Self::init(spec, device);
+        model.visit(&mut Materialize);
+        model
+    }
+
     /// Builds the model of a (valid) spec with freshly initialised weights.
     pub fn init(spec: &ModelSpec, device: &B::Device) -> Self {
         let hidden = spec.hidden_size as usize;
@@ -102,55 +126,6 @@ impl<B: Backend> HybridLm<B> {
     /// Size of the output vocabulary.
     pub fn vocab_size(&self) -> usize {
         self.embedding.tokens.weight.dims()[0]
-    }
-
-    /// Puts every residual-stream vector of every projection back on the unit sphere (see
-    /// [`super::weight_norm`]); the trainer calls it after each optimiser step when weight
-    /// normalisation is on.
-    pub fn normalize_weights(mut self) -> Self {
-        use Side::{Reads, Writes};
-        self.layers = self
-            .layers
-            .into_iter()
-            .map(|mut layer| {
-                layer.op = match layer.op {
-                    Operator::Attention(mut a) => {
-                        a.q_proj = normalize_linear(a.q_proj, Reads);
-                        a.k_proj = normalize_linear(a.k_proj, Reads);
-                        a.v_proj = normalize_linear(a.v_proj, Reads);
-                        a.o_proj = normalize_linear(a.o_proj, Writes);
-                        Operator::Attention(a)
-                    }
-                    Operator::Mamba2(mut m) => {
-                        m.in_proj = normalize_linear(m.in_proj, Reads);
-                        m.out_proj = normalize_linear(m.out_proj, Writes);
-                        Operator::Mamba2(m)
-                    }
-                    Operator::DeltaNet(mut d) => {
-                        d.q_proj = normalize_linear(d.q_proj, Reads);
-                        d.k_proj = normalize_linear(d.k_proj, Reads);
-                        d.v_proj = normalize_linear(d.v_proj, Reads);
-                        d.o_proj = normalize_linear(d.o_proj, Writes);
-                        Operator::DeltaNet(d)
-                    }
-                    Operator::GatedDeltaNet(mut d) => {
-                        d.q_proj = normalize_linear(d.q_proj, Reads);
-                        d.k_proj = normalize_linear(d.k_proj, Reads);
-                        d.v_proj = normalize_linear(d.v_proj, Reads);
-                        d.o_proj = normalize_linear(d.o_proj, Writes);
-                        Operator::GatedDeltaNet(d)
-                    }
-                    Operator::Ffn(mut f) => {
-                        f.gate_proj = normalize_linear(f.gate_proj, Reads);
-                        f.up_proj = normalize_linear(f.up_proj, Reads);
-                        f.down_proj = normalize_linear(f.down_proj, Writes);
-                        Operator::Ffn(f)
-                    }
-                };
-                layer
-            })
-            .collect();
-        self
     }
 
     /// Next-token logits at every input position (meta positions removed).
@@ -239,6 +214,57 @@ impl<B: Backend> HybridLm<B> {
     }
 }
 
+impl<B: AutodiffBackend> HybridLm<B> {
+    /// Puts every residual-stream vector of every projection back on the unit sphere (see
+    /// [`super::weight_norm`]); the trainer calls it after each optimiser step when weight
+    /// normalisation is on.
+    pub fn normalize_weights(mut self) -> Self {
+        use Side::{Reads, Writes};
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|mut layer| {
+                layer.op = match layer.op {
+                    Operator::Attention(mut a) => {
+                        a.q_proj = normalize_linear(a.q_proj, Reads);
+                        a.k_proj = normalize_linear(a.k_proj, Reads);
+                        a.v_proj = normalize_linear(a.v_proj, Reads);
+                        a.o_proj = normalize_linear(a.o_proj, Writes);
+                        Operator::Attention(a)
+                    }
+                    Operator::Mamba2(mut m) => {
+                        m.in_proj = normalize_linear(m.in_proj, Reads);
+                        m.out_proj = normalize_linear(m.out_proj, Writes);
+                        Operator::Mamba2(m)
+                    }
+                    Operator::DeltaNet(mut d) => {
+                        d.q_proj = normalize_linear(d.q_proj, Reads);
+                        d.k_proj = normalize_linear(d.k_proj, Reads);
+                        d.v_proj = normalize_linear(d.v_proj, Reads);
+                        d.o_proj = normalize_linear(d.o_proj, Writes);
+                        Operator::DeltaNet(d)
+                    }
+                    Operator::GatedDeltaNet(mut d) => {
+                        d.q_proj = normalize_linear(d.q_proj, Reads);
+                        d.k_proj = normalize_linear(d.k_proj, Reads);
+                        d.v_proj = normalize_linear(d.v_proj, Reads);
+                        d.o_proj = normalize_linear(d.o_proj, Writes);
+                        Operator::GatedDeltaNet(d)
+                    }
+                    Operator::Ffn(mut f) => {
+                        f.gate_proj = normalize_linear(f.gate_proj, Reads);
+                        f.up_proj = normalize_linear(f.up_proj, Reads);
+                        f.down_proj = normalize_linear(f.down_proj, Writes);
+                        Operator::Ffn(f)
+                    }
+                };
+                layer
+            })
+            .collect();
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +348,7 @@ mod tests {
         settings.meta_tokens = 0;
         let layers = ["A", "F", "M2", "F", "D", "F", "GD", "F"].iter().map(|c| c.parse().unwrap()).collect();
         let spec = Architecture::from_layers(settings, layers).expand().unwrap();
-        let model = HybridLm::<B>::init(&spec, &device).normalize_weights();
+        let model = HybridLm::<crate::backend::CpuAutodiff>::init(&spec, &device).normalize_weights();
         let unit = |norms: Vec<f32>, what: &str| {
             assert!(!norms.is_empty());
             for n in norms {

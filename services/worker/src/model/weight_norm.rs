@@ -12,6 +12,7 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
 
 /// Smallest norm divided by; keeps an all-zero vector at zero instead of NaN.
 const EPSILON: f64 = 1e-12;
@@ -25,18 +26,20 @@ pub enum Side {
     Writes,
 }
 
-/// Rescales one projection's weights; the result is a fresh trainable leaf.
-pub fn normalize_linear<B: Backend>(mut linear: Linear<B>, side: Side) -> Linear<B> {
+/// Rescales one projection's weights. The rescaling is done outside the autodiff graph and the
+/// result is a fresh leaf, trainable exactly when the old weight was: it replaces the parameter,
+/// it is not a step of the next forward pass.
+pub fn normalize_linear<B: AutodiffBackend>(mut linear: Linear<B>, side: Side) -> Linear<B> {
     let dim = match side {
         Side::Reads => 0,
         Side::Writes => 1,
     };
     linear.weight = linear.weight.map(|w| {
-        // Detached so the rescaling is not part of the next step's graph; the rescaled tensor
-        // becomes the parameter itself.
-        let w = w.detach();
+        let trainable = w.is_require_grad();
+        let w = w.inner();
         let norm = w.clone().powi_scalar(2).sum_dim(dim).sqrt().clamp_min(EPSILON);
-        (w / norm).require_grad()
+        let leaf = Tensor::from_inner(w / norm);
+        if trainable { leaf.require_grad() } else { leaf }
     });
     linear
 }

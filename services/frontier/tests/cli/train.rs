@@ -1,0 +1,103 @@
+use crate::helpers::{fails, json, ok};
+
+/// A few KB of the shared public-domain corpus, copied to a temp dir.
+fn corpus(dir: &std::path::Path, bytes: usize) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/tinyshakespeare.txt");
+    let text = std::fs::read(path).expect("the shared test corpus is present");
+    let file = dir.join("corpus.txt");
+    std::fs::write(&file, &text[..bytes]).unwrap();
+    file.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn train_prints_one_json_line_with_the_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 40_000);
+    let out = ok(&[
+        "train",
+        "--preset",
+        "tiny-transformer",
+        "--corpus",
+        &corpus,
+        "--tokens",
+        "2048",
+        "--seq-len",
+        "64",
+        "--batch",
+        "8",
+        "--eval-untrained",
+        "--json",
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let line = json(&out);
+    assert_eq!(line["outcome"], "completed");
+    assert_eq!(line["steps"], 4);
+    for field in ["val_loss", "val_ppl", "tokens_per_s", "untrained_val_loss"] {
+        assert!(line[field].as_f64().is_some_and(f64::is_finite), "{field}: {line}");
+    }
+    let (loss, ppl) = (line["val_loss"].as_f64().unwrap(), line["val_ppl"].as_f64().unwrap());
+    assert!((ppl - loss.exp()).abs() < 1e-6 * ppl);
+    assert!(loss < line["untrained_val_loss"].as_f64().unwrap(), "four steps already help: {line}");
+}
+
+#[test]
+fn decode_bench_reports_latency() {
+    let out = ok(&[
+        "decode-bench",
+        "--preset",
+        "tiny-hybrid",
+        "--prompt-len",
+        "8",
+        "--gen-len",
+        "4",
+        "--repeats",
+        "1",
+        "--json",
+    ]);
+    let line = json(&out);
+    assert!(line["report"]["total_ms"].as_f64().unwrap() > 0.0, "{line}");
+    assert_eq!(line["report"]["totals_ms"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn bad_training_input_gets_one_clear_error_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = corpus(dir.path(), 20_000);
+    let base = |corpus: &str, tokens: &str| {
+        vec![
+            "train".to_owned(),
+            "--corpus".into(),
+            corpus.into(),
+            "--tokens".into(),
+            tokens.into(),
+            "--seq-len".into(),
+            "64".into(),
+            "--batch".into(),
+            "4".into(),
+        ]
+    };
+    let run = |args: Vec<String>| fails(&args.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let missing = dir.path().join("missing.txt");
+    assert!(run(base(missing.to_str().unwrap(), "1024")).contains("does not exist"));
+
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let err = run(base(empty.to_str().unwrap(), "1024"));
+    assert!(err.to_lowercase().contains("no text"), "{err}");
+
+    let binary = dir.path().join("binary.txt");
+    std::fs::write(&binary, b"hello \xff\xfe world").unwrap();
+    let err = run(base(binary.to_str().unwrap(), "1024"));
+    assert!(err.contains("UTF-8") && err.contains("binary.txt"), "{err}");
+
+    let err = run(base(&good, "100"));
+    assert!(err.contains("token budget 100 is smaller than one batch (4 × 64 = 256 tokens)"), "{err}");
+
+    let arch = dir.path().join("arch.json");
+    std::fs::write(&arch, r#"{"model": {"hidden_size": 100, "vocab_size": 256, "attention": {"num_heads": 3, "num_kv_heads": 1}}, "layers": ["A", "F"]}"#).unwrap();
+    let mut args = base(&good, "1024");
+    args.extend(["--arch".into(), arch.to_str().unwrap().into()]);
+    let err = run(args);
+    assert!(err.contains("layers[0]: hidden size 100 is not divisible by 3 attention heads"), "{err}");
+}
