@@ -162,6 +162,20 @@ fn load_file(path: &Path) -> Result<Architecture> {
     let text = read(path)?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
+    // `space sample` writes an array of documents; a one-element array is one architecture.
+    let (value, text) = match value {
+        serde_json::Value::Array(mut items) if items.len() == 1 => {
+            let item = items.remove(0);
+            let text = item.to_string();
+            (item, text)
+        }
+        serde_json::Value::Array(items) => bail!(
+            "{} holds {} architectures; give a file with one (for example `space sample --count 1`)",
+            path.display(),
+            items.len()
+        ),
+        other => (other, text),
+    };
     let arch = if value.get("model_type").is_some() {
         nemotron_flash::import(value)
     } else {

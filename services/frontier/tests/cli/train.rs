@@ -41,6 +41,32 @@ fn train_prints_one_json_line_with_the_scores() {
 }
 
 #[test]
+fn a_sampled_architecture_can_be_measured_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = dir.path().join("one.json");
+    let sample = ok(&["space", "sample", "--seed", "3", "--count", "1", "--settings", "tiny-hybrid"]);
+    std::fs::write(&one, &sample).unwrap();
+    let out = ok(&[
+        "decode-bench",
+        "--arch",
+        one.to_str().unwrap(),
+        "--prompt-len",
+        "4",
+        "--gen-len",
+        "2",
+        "--repeats",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(json(&out)["arch"], "sample-3-0");
+
+    let many = dir.path().join("many.json");
+    std::fs::write(&many, ok(&["space", "sample", "--count", "2", "--settings", "tiny-hybrid"])).unwrap();
+    let err = fails(&["decode-bench", "--arch", many.to_str().unwrap()]);
+    assert!(err.contains("holds 2 architectures"), "{err}");
+}
+
+#[test]
 fn decode_bench_reports_latency() {
     let out = ok(&[
         "decode-bench",
