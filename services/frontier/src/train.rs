@@ -136,7 +136,7 @@ fn progress_printer(quiet: bool) -> impl FnMut(Progress) {
             return;
         }
         let tenth = (p.steps / 10).max(1);
-        if !tty && p.step % tenth != 0 && p.step != p.steps {
+        if !tty && !p.step.is_multiple_of(tenth) && p.step != p.steps {
             return;
         }
         let width = 30;

@@ -5,8 +5,8 @@ fn corpus(dir: &std::path::Path, bytes: usize) -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/tinyshakespeare.txt");
     let text = std::fs::read(path).expect("the shared test corpus is present");
     let file = dir.join("corpus.txt");
-    std::fs::write(&file, &text[..bytes]).unwrap();
-    file.to_str().unwrap().to_owned()
+    std::fs::write(&file, &text[..bytes]).expect("temp dir is writable");
+    file.to_str().expect("temp paths are UTF-8").to_owned()
 }
 
 #[test]

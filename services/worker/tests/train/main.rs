@@ -18,7 +18,7 @@ fn shakespeare() -> Vec<u32> {
 }
 
 fn spec(name: &str) -> ModelSpec {
-    preset(name).unwrap().expand().unwrap()
+    preset(name).expect("preset exists").expand().expect("presets expand")
 }
 
 fn config(tokens: u64) -> TrainConfig {
