@@ -1,18 +1,21 @@
-//! Frontier's worker: it turns a candidate architecture into a trained burn
-//! model and measurements the search can rank.
+//! Frontier's worker: it turns a candidate architecture into a trained burn model and the
+//! measurements the search ranks it by.
 //!
-//! The worker will hold:
-//! - a burn model zoo with one file per operator (attention, DeltaNet, Mamba2,
-//!   short convolution, MLP, ...), each generic over the backend;
-//! - a hybrid language model assembled from a layer list produced by
-//!   `search-space`;
-//! - a proxy trainer, a decode benchmark and the LUT profiler that fills
-//!   `lut` with measured per-operator costs;
-//! - the HTTP pull loop that takes trials from the coordinator and reports
-//!   results.
+//! # Layout
+//! - [`model`]: one file per operator (attention, Mamba2, DeltaNet, Gated DeltaNet, SwiGLU FFN,
+//!   embeddings with meta tokens), each generic over the backend, and [`model::lm::HybridLm`],
+//!   the language model assembled from a `search_space` layer list.
+//! - [`data`]: corpora, tokenizers, the shard cache and seeded batches.
+//! - [`train`]: the proxy trainer (a step function and its driver).
+//! - [`decode`]: the decode benchmark, a candidate's measured latency.
+//! - [`run`]: whole jobs on a chosen device, for the command line and the pull loop.
+//! - [`backend`]: the concrete burn backends.
 //!
-//! What is here now is only [`backend`]: the pinned burn 0.21 backends the
-//! rest will be written against, and how a run names its device.
+//! Still to come: the LUT profiler and the HTTP pull loop that takes trials from the coordinator.
+//!
+//! # Runtime model
+//! Synchronous and compute-bound: one job at a time on the chosen device; burn's CPU backend uses
+//! every core. The worker never touches the database.
 
 pub mod data;
 pub mod decode;
@@ -25,9 +28,10 @@ pub mod backend {
     //!
     //! Models are written generically over `B: Backend`; these aliases pick
     //! the concrete backends so call sites agree on one choice. The CPU
-    //! backend is burn's `flex`: it trained 1.4-2.1x faster than `ndarray` in
-    //! measurements on burn 0.22 (not yet repeated on 0.21). CUDA is compiled
-    //! in only with the `cuda` feature.
+    //! backend is burn's `flex`: on burn 0.21 it trained the attention and
+    //! hybrid models 1.03-1.11x faster than `ndarray` with identical results
+    //! (the `bench` binary's backend section, built with `--features ndarray`,
+    //! measures this). CUDA is compiled in only with the `cuda` feature.
 
     use burn::tensor::backend::Backend;
 
