@@ -96,9 +96,11 @@ pub enum MutationError {
     Exhausted,
 }
 
-/// Most rejection rounds when sampling; only reachable for spaces where nearly every draw is
-/// over the operator cap even after trimming.
-const MAX_SAMPLE_TRIES: usize = 10_000;
+/// Operators in one block of that shape.
+fn block_ops(ratio: MixerRatio, ffns_per_mixer: u8) -> u32 {
+    let (a, b) = ratio.counts();
+    (a + b) as u32 * (1 + u32::from(ffns_per_mixer))
+}
 
 impl SearchSpace {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
@@ -143,14 +145,8 @@ impl SearchSpace {
         }
         if errs.is_empty() {
             // The smallest genome: fewest operators per block, fewest blocks, every stage.
-            let smallest_block = self
-                .ratios
-                .iter()
-                .filter(|r| r.kinds() <= self.mixers.len())
-                .map(|r| r.counts().0 + r.counts().1)
-                .min()
-                .unwrap_or(1) as u32
-                * (1 + u32::from(self.ffns_per_mixer.iter().copied().min().unwrap_or(0)));
+            let smallest_block =
+                self.block_shapes().iter().map(|(r, f)| block_ops(*r, *f)).min().unwrap_or(1);
             let smallest = smallest_block * self.min_blocks_per_stage * self.stages;
             if smallest > self.max_operators {
                 errs.push(
@@ -234,30 +230,47 @@ impl SearchSpace {
     }
 
     /// Draws a random genome inside the space (the space must be valid).
+    ///
+    /// Stages are drawn in order; a stage may only take a block type whose minimum blocks still
+    /// leave room for the smallest blocks of the stages after it, so every draw can be trimmed
+    /// under the cap (rejection alone can starve in tight spaces). Blocks per stage are drawn
+    /// freely and the genome is then trimmed, last stage first, as the paper does.
     pub fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Result<Genome, ValidationErrors> {
         self.validate()?;
-        for _ in 0..MAX_SAMPLE_TRIES {
-            let stages = (0..self.stages)
-                .map(|_| Stage {
-                    block: self.sample_block(rng),
-                    blocks: rng.random_range(self.min_blocks_per_stage..=self.max_blocks_per_stage),
-                })
+        let shapes = self.block_shapes();
+        let smallest = shapes.iter().map(|(r, f)| block_ops(*r, *f)).min().unwrap_or(1);
+        let mut reserved = 0;
+        let mut stages = Vec::with_capacity(self.stages as usize);
+        for i in 0..self.stages {
+            let later = (self.stages - i - 1) * smallest * self.min_blocks_per_stage;
+            let room = self.max_operators.saturating_sub(reserved + later);
+            let fitting: Vec<(MixerRatio, u8)> = shapes
+                .iter()
+                .copied()
+                .filter(|(r, f)| block_ops(*r, *f) * self.min_blocks_per_stage <= room)
                 .collect();
-            if let Some(g) = (Genome { stages }).trimmed_to(self.max_operators, self.min_blocks_per_stage) {
-                return Ok(g);
-            }
+            let Some(&(ratio, ffns_per_mixer)) = fitting.choose(rng) else {
+                return Err(ValidationErrors::single(
+                    "max_operators",
+                    "no genome of the space fits under the operator cap",
+                ));
+            };
+            reserved += block_ops(ratio, ffns_per_mixer) * self.min_blocks_per_stage;
+            let mixers: Vec<MixerKind> = self.mixers.choose_multiple(rng, ratio.kinds()).copied().collect();
+            stages.push(Stage {
+                block: BlockType { mixers, ratio, ffns_per_mixer },
+                blocks: rng.random_range(self.min_blocks_per_stage..=self.max_blocks_per_stage),
+            });
         }
-        Err(ValidationErrors::single("max_operators", "sampling found no genome under the operator cap"))
+        (Genome { stages }).trimmed_to(self.max_operators, self.min_blocks_per_stage).ok_or_else(|| {
+            ValidationErrors::single("max_operators", "no genome of the space fits under the operator cap")
+        })
     }
 
-    fn sample_block<R: Rng + ?Sized>(&self, rng: &mut R) -> BlockType {
-        let ratios: Vec<MixerRatio> =
-            self.ratios.iter().copied().filter(|r| r.kinds() <= self.mixers.len()).collect();
-        // `validate` guarantees at least one usable ratio, mixer and FFN count.
-        let ratio = *ratios.choose(rng).unwrap_or(&MixerRatio::R0to1);
-        let mixers: Vec<MixerKind> = self.mixers.choose_multiple(rng, ratio.kinds()).copied().collect();
-        let ffns_per_mixer = *self.ffns_per_mixer.choose(rng).unwrap_or(&0);
-        BlockType { mixers, ratio, ffns_per_mixer }
+    /// Every (ratio, FFNs per mixer) pair a block of this space can have.
+    fn block_shapes(&self) -> Vec<(MixerRatio, u8)> {
+        let ratios = self.ratios.iter().copied().filter(|r| r.kinds() <= self.mixers.len());
+        ratios.flat_map(|r| self.ffns_per_mixer.iter().map(move |f| (r, *f))).collect()
     }
 
     /// Every genome one mutation of `kind` away from `parent`, trimmed to the cap, inside the

@@ -169,3 +169,26 @@ fn widths_that_cannot_dimension_an_allowed_mixer_are_rejected() {
     assert!(e.starts_with("hidden_sizes[1]: hidden size 1000 is not divisible by 16 deltanet heads"), "{e}");
     SearchSpace::default().check_model(&settings).unwrap();
 }
+
+/// Found by the property tests: only the smallest block shapes fit, and drawing shapes blindly then
+/// rejecting almost never hit them.
+#[test]
+fn sampling_finds_the_few_genomes_of_a_tight_space() {
+    let space = SearchSpace {
+        mixers: vec![M2, MixerKind::GatedDeltaNet],
+        ratios: vec![MixerRatio::R0to1, MixerRatio::R1to1, MixerRatio::R1to3],
+        ffns_per_mixer: vec![0, 1, 2],
+        stages: 4,
+        min_blocks_per_stage: 2,
+        max_blocks_per_stage: 2,
+        max_operators: 8,
+        hidden_sizes: vec![1024],
+    };
+    space.validate().unwrap();
+    let mut r = rng(3);
+    for _ in 0..200 {
+        let g = space.sample(&mut r).unwrap();
+        space.contains(&g).unwrap();
+        assert_eq!(g.operator_count(), 8, "only one-mixer, FFN-free blocks fit: {g:?}");
+    }
+}
