@@ -76,6 +76,71 @@ pub struct DeltaNetState<B: Backend> {
     pub s: Tensor<B, 4>,
 }
 
+/// The input side DeltaNet and Gated DeltaNet share: q, k and v projections each followed by a
+/// short causal conv and SiLU, L2-normalised q and k, and the write strength β = sigmoid(W_b x).
+/// A borrowed view of a mixer's parameters, so both mixers keep their own (record) layout.
+pub(crate) struct DeltaInputs<'a, B: Backend> {
+    pub q_proj: &'a Linear<B>,
+    pub k_proj: &'a Linear<B>,
+    pub v_proj: &'a Linear<B>,
+    pub q_conv: &'a ShortConv<B>,
+    pub k_conv: &'a ShortConv<B>,
+    pub v_conv: &'a ShortConv<B>,
+    pub b_proj: &'a Linear<B>,
+    pub num_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> DeltaInputs<'_, B> {
+    /// q, k, v and β of a whole sequence, heads first (`[batch, heads, seq, d]`, β
+    /// `[batch, heads, seq]`), advancing the conv windows of `state` when given.
+    #[allow(clippy::type_complexity, reason = "the four inputs of the delta rule, named at the call")]
+    pub fn sequence(
+        &self,
+        x: Tensor<B, 3>,
+        mut state: Option<&mut DeltaNetState<B>>,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 3>) {
+        let (h, d) = (self.num_heads, self.head_dim);
+        let q = conv_branch(self.q_proj, self.q_conv, x.clone(), state.as_mut().map(|s| &mut s.conv_q), h, d);
+        let k = conv_branch(self.k_proj, self.k_conv, x.clone(), state.as_mut().map(|s| &mut s.conv_k), h, d);
+        let v = conv_branch(self.v_proj, self.v_conv, x.clone(), state.as_mut().map(|s| &mut s.conv_v), h, d);
+        // Normalised while still token-major (contiguous); the kernel wants heads first.
+        let q = l2_normalize(q, L2_NORM_EPSILON).swap_dims(1, 2);
+        let k = l2_normalize(k, L2_NORM_EPSILON).swap_dims(1, 2);
+        let beta = sigmoid(self.b_proj.forward(x)).swap_dims(1, 2);
+        (q, k, v.swap_dims(1, 2), beta)
+    }
+
+    /// q, k, v (`[batch, heads, d]`) and β (`[batch, heads]`) of one token, advancing the conv
+    /// windows.
+    #[allow(clippy::type_complexity, reason = "the four inputs of the delta rule, named at the call")]
+    pub fn token(
+        &self,
+        x: Tensor<B, 2>,
+        state: &mut DeltaNetState<B>,
+    ) -> (Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 3>, Tensor<B, 2>) {
+        let [batch, _] = x.dims();
+        let (h, d) = (self.num_heads, self.head_dim);
+        let branch = |proj: &Linear<B>, conv: &ShortConv<B>, window: &mut ConvState<B>| {
+            silu(conv.step(proj.forward(x.clone()), window)).reshape([batch, h, d])
+        };
+        let q = l2_normalize(branch(self.q_proj, self.q_conv, &mut state.conv_q), L2_NORM_EPSILON);
+        let k = l2_normalize(branch(self.k_proj, self.k_conv, &mut state.conv_k), L2_NORM_EPSILON);
+        let v = branch(self.v_proj, self.v_conv, &mut state.conv_v);
+        (q, k, v, sigmoid(self.b_proj.forward(x)))
+    }
+
+    /// An empty memory: the state before the first token.
+    pub fn zero_state(&self, batch: usize, device: &B::Device) -> DeltaNetState<B> {
+        DeltaNetState {
+            conv_q: self.q_conv.zero_state(batch, device),
+            conv_k: self.k_conv.zero_state(batch, device),
+            conv_v: self.v_conv.zero_state(batch, device),
+            s: Tensor::zeros([batch, self.num_heads, self.head_dim, self.head_dim], device),
+        }
+    }
+}
+
 impl DeltaNetConfig {
     /// The mixer a `search-space` layer spec describes, at model width `hidden`.
     pub fn from_spec(spec: &DeltaNetSpec, hidden: usize) -> Self {
@@ -138,12 +203,7 @@ impl<B: Backend> DeltaNet<B> {
 
     /// An empty memory: the state before the first token.
     pub fn zero_state(&self, batch: usize, device: &B::Device) -> DeltaNetState<B> {
-        DeltaNetState {
-            conv_q: self.q_conv.zero_state(batch, device),
-            conv_k: self.k_conv.zero_state(batch, device),
-            conv_v: self.v_conv.zero_state(batch, device),
-            s: Tensor::zeros([batch, self.num_heads, self.head_dim, self.head_dim], device),
-        }
+        self.inputs().zero_state(batch, device)
     }
 
     /// Mixes one new token and advances `state`.
@@ -152,43 +212,40 @@ impl<B: Backend> DeltaNet<B> {
     /// - `x`: `[batch, hidden]` → `[batch, hidden]`
     pub fn step(&self, x: Tensor<B, 2>, state: &mut DeltaNetState<B>) -> Tensor<B, 2> {
         let [batch, _] = x.dims();
-        let (h, d) = (self.num_heads, self.head_dim);
-        let branch = |proj: &Linear<B>, conv: &ShortConv<B>, window: &mut ConvState<B>| {
-            silu(conv.step(proj.forward(x.clone()), window)).reshape([batch, h, d])
-        };
-        let q = l2_normalize(branch(&self.q_proj, &self.q_conv, &mut state.conv_q), L2_NORM_EPSILON);
-        let k = l2_normalize(branch(&self.k_proj, &self.k_conv, &mut state.conv_k), L2_NORM_EPSILON);
-        let v = branch(&self.v_proj, &self.v_conv, &mut state.conv_v);
-        let beta = sigmoid(self.b_proj.forward(x));
+        let (q, k, v, beta) = self.inputs().token(x, state);
         let (o, s) = delta_rule_step(q, k, v, beta, None, state.s.clone());
         state.s = s;
-        self.o_proj.forward(self.o_norm.forward(o).reshape([batch, h * d]))
+        self.o_proj.forward(self.o_norm.forward(o).reshape([batch, self.num_heads * self.head_dim]))
     }
 
     fn mix(&self, x: Tensor<B, 3>, mut state: Option<&mut DeltaNetState<B>>, scan: Scan) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let (h, d) = (self.num_heads, self.head_dim);
-        let q =
-            conv_branch(&self.q_proj, &self.q_conv, x.clone(), state.as_mut().map(|s| &mut s.conv_q), h, d);
-        let k =
-            conv_branch(&self.k_proj, &self.k_conv, x.clone(), state.as_mut().map(|s| &mut s.conv_k), h, d);
-        let v =
-            conv_branch(&self.v_proj, &self.v_conv, x.clone(), state.as_mut().map(|s| &mut s.conv_v), h, d);
-        // Normalised while still token-major (contiguous); the kernel wants heads first.
-        let q = l2_normalize(q, L2_NORM_EPSILON).swap_dims(1, 2);
-        let k = l2_normalize(k, L2_NORM_EPSILON).swap_dims(1, 2);
-        let v = v.swap_dims(1, 2);
-        let beta = sigmoid(self.b_proj.forward(x.clone())).swap_dims(1, 2);
         let initial = match &state {
             Some(s) => s.s.clone(),
             None => Tensor::zeros([batch, h, d, d], &x.device()),
         };
+        let (q, k, v, beta) = self.inputs().sequence(x, state.as_deref_mut());
         let (o, last) = delta_rule(q, k, v, beta, None, initial, scan);
         if let Some(s) = state {
             s.s = last;
         }
         let o = self.o_norm.forward(token_major(o)).reshape([batch, seq, h * d]);
         self.o_proj.forward(o)
+    }
+
+    pub(crate) fn inputs(&self) -> DeltaInputs<'_, B> {
+        DeltaInputs {
+            q_proj: &self.q_proj,
+            k_proj: &self.k_proj,
+            v_proj: &self.v_proj,
+            q_conv: &self.q_conv,
+            k_conv: &self.k_conv,
+            v_conv: &self.v_conv,
+            b_proj: &self.b_proj,
+            num_heads: self.num_heads,
+            head_dim: self.head_dim,
+        }
     }
 }
 

@@ -17,14 +17,11 @@ use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use burn::tensor::activation::{sigmoid, silu};
 use search_space::ops::DeltaNetSpec;
 
-use super::conv::{ConvState, ShortConv, ShortConvConfig};
-use super::delta_rule::{
-    L2_NORM_EPSILON, Scan, conv_branch, delta_rule, delta_rule_step, l2_normalize, softplus, token_major,
-};
-use super::deltanet::DeltaNetState;
+use super::conv::{ShortConv, ShortConvConfig};
+use super::delta_rule::{Scan, delta_rule, delta_rule_step, softplus, token_major};
+use super::deltanet::{DeltaInputs, DeltaNetState};
 use super::norm::{GatedRmsNorm, GatedRmsNormConfig};
 
 /// Configuration of a [`GatedDeltaNet`].
@@ -161,12 +158,7 @@ impl<B: Backend> GatedDeltaNet<B> {
 
     /// An empty memory: the state before the first token.
     pub fn zero_state(&self, batch: usize, device: &B::Device) -> DeltaNetState<B> {
-        DeltaNetState {
-            conv_q: self.q_conv.zero_state(batch, device),
-            conv_k: self.k_conv.zero_state(batch, device),
-            conv_v: self.v_conv.zero_state(batch, device),
-            s: Tensor::zeros([batch, self.num_heads, self.head_dim, self.head_dim], device),
-        }
+        self.inputs().zero_state(batch, device)
     }
 
     /// Mixes one new token and advances `state`.
@@ -176,13 +168,7 @@ impl<B: Backend> GatedDeltaNet<B> {
     pub fn step(&self, x: Tensor<B, 2>, state: &mut DeltaNetState<B>) -> Tensor<B, 2> {
         let [batch, _] = x.dims();
         let (h, d) = (self.num_heads, self.head_dim);
-        let branch = |proj: &Linear<B>, conv: &ShortConv<B>, window: &mut ConvState<B>| {
-            silu(conv.step(proj.forward(x.clone()), window)).reshape([batch, h, d])
-        };
-        let q = l2_normalize(branch(&self.q_proj, &self.q_conv, &mut state.conv_q), L2_NORM_EPSILON);
-        let k = l2_normalize(branch(&self.k_proj, &self.k_conv, &mut state.conv_k), L2_NORM_EPSILON);
-        let v = branch(&self.v_proj, &self.v_conv, &mut state.conv_v);
-        let beta = sigmoid(self.b_proj.forward(x.clone()));
+        let (q, k, v, beta) = self.inputs().token(x.clone(), state);
         let g = self.log_decay(x.clone());
         let (o, s) = delta_rule_step(q, k, v, beta, Some(g), state.s.clone());
         state.s = s;
@@ -204,22 +190,12 @@ impl<B: Backend> GatedDeltaNet<B> {
     fn mix(&self, x: Tensor<B, 3>, mut state: Option<&mut DeltaNetState<B>>, scan: Scan) -> Tensor<B, 3> {
         let [batch, seq, _] = x.dims();
         let (h, d) = (self.num_heads, self.head_dim);
-        let q =
-            conv_branch(&self.q_proj, &self.q_conv, x.clone(), state.as_mut().map(|s| &mut s.conv_q), h, d);
-        let k =
-            conv_branch(&self.k_proj, &self.k_conv, x.clone(), state.as_mut().map(|s| &mut s.conv_k), h, d);
-        let v =
-            conv_branch(&self.v_proj, &self.v_conv, x.clone(), state.as_mut().map(|s| &mut s.conv_v), h, d);
-        // Normalised while still token-major (contiguous); the kernel wants heads first.
-        let q = l2_normalize(q, L2_NORM_EPSILON).swap_dims(1, 2);
-        let k = l2_normalize(k, L2_NORM_EPSILON).swap_dims(1, 2);
-        let v = v.swap_dims(1, 2);
-        let beta = sigmoid(self.b_proj.forward(x.clone())).swap_dims(1, 2);
-        let g = self.log_decay(x.clone()).swap_dims(1, 2);
         let initial = match &state {
             Some(s) => s.s.clone(),
             None => Tensor::zeros([batch, h, d, d], &x.device()),
         };
+        let (q, k, v, beta) = self.inputs().sequence(x.clone(), state.as_deref_mut());
+        let g = self.log_decay(x.clone()).swap_dims(1, 2);
         let (o, last) = delta_rule(q, k, v, beta, Some(g), initial, scan);
         if let Some(s) = state {
             s.s = last;
@@ -227,6 +203,20 @@ impl<B: Backend> GatedDeltaNet<B> {
         let gate = self.g_proj.forward(x).reshape([batch, seq, h, d]);
         let o = self.o_norm.forward(token_major(o), gate).reshape([batch, seq, h * d]);
         self.o_proj.forward(o)
+    }
+
+    fn inputs(&self) -> DeltaInputs<'_, B> {
+        DeltaInputs {
+            q_proj: &self.q_proj,
+            k_proj: &self.k_proj,
+            v_proj: &self.v_proj,
+            q_conv: &self.q_conv,
+            k_conv: &self.k_conv,
+            v_conv: &self.v_conv,
+            b_proj: &self.b_proj,
+            num_heads: self.num_heads,
+            head_dim: self.head_dim,
+        }
     }
 }
 
