@@ -36,7 +36,6 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, TensorData};
 use rand_chacha::ChaCha8Rng;
@@ -51,8 +50,6 @@ use worker::model::deltanet::DeltaNetConfig;
 use worker::model::gated_deltanet::GatedDeltaNetConfig;
 use worker::model::lm::HybridLm;
 use worker::model::mamba2::{Mamba2, Mamba2Config};
-use worker::model::norm::rms_normalize;
-use worker::model::ssd::scan_step;
 use worker::train::{TrainConfig, Trainer};
 
 /// Sequences per training batch.
@@ -620,59 +617,6 @@ fn training_table<A: AutodiffBackend>(plan: &Plan, tokens: &[u32], device: &A::D
 // ---------------------------------------------------------------------------------------------
 // 2. Chunked vs per-token training forms
 
-/// `log(1 + exp(v))` without overflow, as the Mamba2 mixer computes its step sizes.
-fn softplus<B: Backend, const D: usize>(v: Tensor<B, D>) -> Tensor<B, D> {
-    v.clone().clamp_min(0.0) + v.abs().neg().exp().log1p()
-}
-
-/// Mamba2's training forward with the scan run as a loop of [`scan_step`] over the tokens, every
-/// other part (projections, conv, gate, norm) as in [`Mamba2::forward`]: the per-token form that
-/// the chunked scan replaces. The bench checks that both give the same outputs.
-///
-/// # Shapes
-/// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
-fn mamba2_per_token<B: Backend>(m: &Mamba2<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [batch, seq, _] = x.dims();
-    let (h, p, g, n) = (m.num_heads, m.head_dim, m.groups, m.state_size);
-    let (d_inner, bc) = (h * p, g * n);
-    let proj = m.in_proj.forward(x);
-    let z = proj.clone().narrow(2, 0, d_inner);
-    let xbc = proj.clone().narrow(2, d_inner, d_inner + 2 * bc);
-    let dt = proj.narrow(2, 2 * d_inner + 2 * bc, h);
-    let xbc = silu(m.conv.forward(xbc));
-    let xs = xbc.clone().narrow(2, 0, d_inner);
-    let b = xbc.clone().narrow(2, d_inner, bc).reshape([batch, seq, g, n]);
-    let c = xbc.narrow(2, d_inner + bc, bc).reshape([batch, seq, g, n]);
-    let dt = softplus(dt + m.dt_bias.val().reshape([1, 1, h]));
-    let a = m.a_log.val().exp().neg();
-    let heads_x = xs.clone().reshape([batch, seq, h, p]);
-
-    let mut state = Tensor::zeros([batch, h, p, n], &heads_x.device());
-    let mut ys = Vec::with_capacity(seq);
-    for t in 0..seq {
-        let (y, next) = scan_step(
-            state,
-            heads_x.clone().slice([0..batch, t..t + 1, 0..h, 0..p]).reshape([batch, h, p]),
-            dt.clone().slice([0..batch, t..t + 1, 0..h]).reshape([batch, h]),
-            a.clone(),
-            b.clone().slice([0..batch, t..t + 1, 0..g, 0..n]).reshape([batch, g, n]),
-            c.clone().slice([0..batch, t..t + 1, 0..g, 0..n]).reshape([batch, g, n]),
-        );
-        ys.push(y);
-        state = next;
-    }
-    let skip = m.d.val().reshape([h, 1]).expand([h, p]).reshape([1, 1, d_inner]);
-    let y = Tensor::stack::<4>(ys, 1).reshape([batch, seq, d_inner]) + xs * skip;
-    let normed = if g == 1 {
-        m.norm.forward(y, z)
-    } else {
-        let gated = (y * silu(z)).reshape([batch * seq, g, d_inner / g]);
-        rms_normalize(gated, m.norm.epsilon).reshape([batch, seq, d_inner])
-            * m.norm.weight.val().reshape([1, 1, d_inner])
-    };
-    m.out_proj.forward(normed)
-}
-
 /// One recurrent mixer alone, runnable in both forms.
 #[allow(clippy::large_enum_variant, reason = "three are built per run; boxing would not pay for itself")]
 enum Mixer<B: Backend> {
@@ -696,14 +640,13 @@ impl<B: Backend> Mixer<B> {
     }
 
     fn forward(&self, x: Tensor<B, 3>, chunked: bool) -> Tensor<B, 3> {
-        let scan = if chunked { None } else { Some(Scan::PerToken) };
-        match (self, scan) {
-            (Mixer::Mamba2(m), None) => m.forward(x),
-            (Mixer::Mamba2(m), Some(_)) => mamba2_per_token(m, x),
-            (Mixer::DeltaNet(m), None) => m.forward(x),
-            (Mixer::DeltaNet(m), Some(s)) => m.forward_scan(x, s),
-            (Mixer::GatedDeltaNet(m), None) => m.forward(x),
-            (Mixer::GatedDeltaNet(m), Some(s)) => m.forward_scan(x, s),
+        match (self, chunked) {
+            (Mixer::Mamba2(m), true) => m.forward(x),
+            (Mixer::DeltaNet(m), true) => m.forward(x),
+            (Mixer::GatedDeltaNet(m), true) => m.forward(x),
+            (Mixer::Mamba2(m), false) => m.forward_scan(x, Scan::PerToken),
+            (Mixer::DeltaNet(m), false) => m.forward_scan(x, Scan::PerToken),
+            (Mixer::GatedDeltaNet(m), false) => m.forward_scan(x, Scan::PerToken),
         }
     }
 }
@@ -1073,7 +1016,7 @@ mod tests {
             let m = Mamba2Config::new(16, 4, 8, 6).with_groups(groups).with_chunk_size(4).init::<B>(&device);
             // 11 tokens: two whole chunks and a partial one.
             let x = Tensor::<B, 3>::random([2, 11, 16], Distribution::Normal(0.0, 1.0), &device);
-            let err = relative_difference(mamba2_per_token(&m, x.clone()), m.forward(x));
+            let err = relative_difference(m.forward_scan(x.clone(), Scan::PerToken), m.forward(x));
             // Measured: 7.7e-8 with one group, 2.0e-8 with two (f32 rounding of two summation orders).
             assert!(err < 1e-5, "groups {groups}: per-token off the chunked form by {err}");
         }

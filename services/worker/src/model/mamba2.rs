@@ -35,10 +35,9 @@ use burn::tensor::activation::silu;
 use search_space::ops::Mamba2Spec;
 
 use super::conv::{ConvState, ShortConv, ShortConvConfig};
+use super::delta_rule::Scan;
 use super::norm::{GatedRmsNorm, GatedRmsNormConfig, rms_normalize};
-#[cfg(test)]
-use super::ssd::sequential_scan;
-use super::ssd::{chunked_scan, scan_step};
+use super::ssd::{chunked_scan, scan_step, sequential_scan};
 
 /// Configuration of a [`Mamba2`] mixer.
 #[derive(Config, Debug)]
@@ -185,15 +184,6 @@ impl Mamba2Config {
     }
 }
 
-/// Which form of the scan [`Mamba2::mix`] runs.
-#[derive(Clone, Copy, Debug)]
-enum ScanForm {
-    Chunked,
-    /// The per-token loop, to check and measure the chunked form against.
-    #[cfg(test)]
-    Sequential,
-}
-
 /// `log(1 + exp(v))` without overflow for large `v`: `max(v, 0) + log(1 + exp(-|v|))`.
 fn softplus<B: Backend, const D: usize>(v: Tensor<B, D>) -> Tensor<B, D> {
     v.clone().clamp_min(0.0) + v.abs().neg().exp().log1p()
@@ -292,7 +282,7 @@ impl<B: Backend> Mamba2<B> {
         &self,
         x: Tensor<B, 3>,
         state: Option<Mamba2State<B>>,
-        form: ScanForm,
+        scan: Scan,
     ) -> (Tensor<B, 3>, Mamba2State<B>) {
         let [batch, seq, _] = x.dims();
         let (h, p, g, n) = (self.num_heads, self.head_dim, self.groups, self.state_size);
@@ -309,10 +299,9 @@ impl<B: Backend> Mamba2<B> {
         let heads_x = xs.clone().reshape([batch, seq, h, p]);
         let (b, c) = (b.reshape([batch, seq, g, n]), c.reshape([batch, seq, g, n]));
         let a = self.decay_rate();
-        let (y, ssm) = match form {
-            ScanForm::Chunked => chunked_scan(heads_x, dt, a, b, c, ssm, self.chunk_size),
-            #[cfg(test)]
-            ScanForm::Sequential => sequential_scan(heads_x, dt, a, b, c, ssm),
+        let (y, ssm) = match scan {
+            Scan::Chunked(chunk) => chunked_scan(heads_x, dt, a, b, c, ssm, chunk),
+            Scan::PerToken => sequential_scan(heads_x, dt, a, b, c, ssm),
         };
         let y = y.reshape([batch, seq, d_inner]) + xs * self.skip_weight().reshape([1, 1, d_inner]);
         (self.gate_and_project(y, z), Mamba2State { conv: ConvState { window }, ssm })
@@ -323,7 +312,7 @@ impl<B: Backend> Mamba2<B> {
     /// # Shapes
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.mix(x, None, ScanForm::Chunked).0
+        self.mix(x, None, Scan::Chunked(self.chunk_size)).0
     }
 
     /// Mixes a sequence that continues from `state` and returns the state after its last token:
@@ -337,7 +326,7 @@ impl<B: Backend> Mamba2<B> {
         x: Tensor<B, 3>,
         state: Mamba2State<B>,
     ) -> (Tensor<B, 3>, Mamba2State<B>) {
-        self.mix(x, Some(state), ScanForm::Chunked)
+        self.mix(x, Some(state), Scan::Chunked(self.chunk_size))
     }
 
     /// The state at the start of a sequence: all zeros.
@@ -371,10 +360,13 @@ impl<B: Backend> Mamba2<B> {
         self.gate_and_project(y, z)
     }
 
-    /// The training form with the scan as a per-token loop, for comparison.
-    #[cfg(test)]
-    fn forward_sequential(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        self.mix(x, None, ScanForm::Sequential).0
+    /// [`forward`](Self::forward) with the scan run in the given form; the per-token form is
+    /// there to check and to measure the chunked one against.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
+    pub fn forward_scan(&self, x: Tensor<B, 3>, scan: Scan) -> Tensor<B, 3> {
+        self.mix(x, None, scan).0
     }
 }
 

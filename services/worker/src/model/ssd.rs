@@ -220,8 +220,7 @@ pub fn scan_step<B: Backend>(
 
 /// The same scan as a loop of [`scan_step`] over the tokens: the naive training form, kept to
 /// check [`chunked_scan`] and to measure what chunking buys.
-#[cfg(test)]
-pub(crate) fn sequential_scan<B: Backend>(
+pub fn sequential_scan<B: Backend>(
     x: Tensor<B, 4>,
     dt: Tensor<B, 3>,
     a: Tensor<B, 1>,

@@ -175,7 +175,7 @@ fn chunked_forward_stepping_and_the_reference_agree() {
         let chunked = relative_error(&host(m.forward(x.clone())), &want);
         let stepped =
             relative_error(&host(step_through(&m, x.clone(), &mut m.zero_state(2, &device))), &want);
-        let looped = relative_error(&host(m.forward_sequential(x)), &want);
+        let looped = relative_error(&host(m.forward_scan(x, Scan::PerToken)), &want);
         assert!(
             chunked < TOLERANCE && stepped < TOLERANCE && looped < TOLERANCE,
             "seq {seq}, chunk {chunk}, groups {groups}: chunked {chunked:e}, step {stepped:e}, loop {looped:e}"
@@ -348,7 +348,7 @@ fn training_throughput_chunked_vs_per_token_loop() {
     let m = Mamba2Config::new(128, 8, 32, 16).with_chunk_size(64).init::<CpuAutodiff>(&device);
     let x = Tensor::<CpuAutodiff, 3>::random([8, 256, 128], Distribution::Normal(0.0, 1.0), &device);
     let chunked = tokens_per_s(&m, &x, |m, x| m.forward(x));
-    let looped = tokens_per_s(&m, &x, |m, x| m.forward_sequential(x));
+    let looped = tokens_per_s(&m, &x, |m, x| m.forward_scan(x, Scan::PerToken));
     println!("forward + backward, d_model 128, seq 256, batch 8 (tokens/s):");
     println!("  chunked (chunk 64):  {chunked:>10.0}");
     println!("  per-token loop:      {looped:>10.0}");
