@@ -1,0 +1,15 @@
+//! Wire types shared by the coordinator, the worker and the `frontier` client commands.
+//!
+//! # Layout
+//! - [`spec`]: the search spec (JSON over HTTP, TOML or JSON files) and its field-path validation.
+//! - [`wire`]: worker protocol messages (register, lease, heartbeat, complete, fail) and the error body.
+//!
+//! # Runtime model
+//! Plain data with serde: no IO, no logic beyond validation. Both services depend on this crate, so a
+//! message is defined once.
+
+pub mod spec;
+pub mod wire;
+
+pub use spec::{Algorithm, Halving, ProxyBudget, SearchSpec, SeedDesign, Target, WidthMode};
+pub use wire::*;

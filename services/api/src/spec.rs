@@ -1,0 +1,440 @@
+//! The search spec: everything a user says about one search, as JSON over HTTP or a TOML/JSON
+//! file for the command line.
+//!
+//! Parsing reports the path of a field with the wrong type or an unknown name; [`SearchSpec::validate`]
+//! then reports every remaining problem with its path (`algorithm.sample_size`, `proxy.tokens`, ...),
+//! so the coordinator can answer 422 with the whole list at once.
+
+use std::collections::BTreeSet;
+
+use lut::DeploymentSetting;
+use search_space::{Architecture, Genome, ModelSettings, SearchSpace, Topology, ValidationErrors};
+use serde::{Deserialize, Serialize};
+
+/// One search.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSpec {
+    /// A name for people; not unique.
+    pub name: String,
+    /// Genome bounds and the hidden sizes widths are chosen from.
+    #[serde(default)]
+    pub space: SearchSpace,
+    /// How each operator is dimensioned at a hidden size (heads, state sizes, FFN ratio, vocabulary,
+    /// meta tokens). `hidden_size` here is a default only: the width mode decides each candidate's.
+    #[serde(default = "default_model")]
+    pub model: ModelSettings,
+    /// Where the model will run and how fast it must be.
+    #[serde(default)]
+    pub target: Target,
+    /// How a candidate's hidden size is chosen.
+    #[serde(default)]
+    pub width: WidthMode,
+    /// The short proxy training that scores a candidate.
+    #[serde(default)]
+    pub proxy: ProxyBudget,
+    /// The search algorithm and its sizes.
+    pub algorithm: Algorithm,
+    /// Successive halving over token budgets; off when absent.
+    #[serde(default)]
+    pub halving: Option<Halving>,
+    /// Designs put in the first population: preset names (genome presets only) or genomes.
+    #[serde(default)]
+    pub seeds: Vec<SeedDesign>,
+    /// Attempts a trial gets (expired leases, worker errors) before its candidate is failed.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Seeds every random choice of the search; the same spec and seed propose the same candidates.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_model() -> ModelSettings {
+    search_space::presets::flash_1b_settings()
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+/// The deployment target.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Device fingerprint whose latency table scores candidates. `None`: the coordinator's local
+    /// device in `frontier run`, otherwise the only device with a table for the setting.
+    #[serde(default)]
+    pub device: Option<String>,
+    /// Deployment setting, e.g. `batch=1,prompt=128,gen=1024` (dtype defaults to bf16).
+    #[serde(default = "default_setting")]
+    pub setting: String,
+    /// Candidates slower than this (estimated end-to-end decode latency) are infeasible.
+    #[serde(default)]
+    pub latency_budget_ms: Option<f64>,
+}
+
+fn default_setting() -> String {
+    "batch=1,prompt=128,gen=1024".to_owned()
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Self { device: None, setting: default_setting(), latency_budget_ms: None }
+    }
+}
+
+impl Target {
+    /// The parsed setting; call after [`SearchSpec::validate`].
+    pub fn deployment(&self) -> Result<DeploymentSetting, lut::SettingError> {
+        self.setting.parse()
+    }
+}
+
+/// How widths are chosen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WidthMode {
+    /// The paper's rule: the largest of `space.hidden_sizes` whose estimated latency meets the budget
+    /// (the largest overall without a budget), so perplexity alone ranks candidates.
+    #[default]
+    MaxUnderBudget,
+    /// The hidden size is a gene, mutated like the others (useful with NSGA-II, where latency is an
+    /// objective rather than a constraint).
+    Evolved,
+}
+
+/// The proxy training budget.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyBudget {
+    /// Training tokens per candidate (the top rung's budget with successive halving).
+    pub tokens: u64,
+    pub seq_len: u32,
+    pub batch_size: u32,
+    /// Peak learning rate of the cosine schedule.
+    pub lr: f64,
+    /// Share of the steps spent warming up.
+    pub warmup_fraction: f64,
+    /// The paper's weight normalisation after every step.
+    pub weight_norm: bool,
+    /// Meta tokens prepended to every sequence (overrides `model.meta_tokens` for the proxy).
+    pub meta_tokens: Option<u32>,
+    /// `bytes` (default) or `bpe:N` (a BPE of N tokens trained on the corpus).
+    pub tokenizer: String,
+    /// The training corpus as workers see it: a path (file or folder of .txt/.jsonl), or
+    /// `synthetic:TASK[,TASK...]` for the built-in tasks.
+    pub corpus: String,
+    /// Most validation tokens scored per trial.
+    pub eval_tokens: Option<u64>,
+    /// Also measure each candidate's real decode latency at the target setting on the worker.
+    pub measure_latency: bool,
+}
+
+impl Default for ProxyBudget {
+    fn default() -> Self {
+        Self {
+            tokens: 200_000,
+            seq_len: 128,
+            batch_size: 8,
+            lr: 3e-3,
+            warmup_fraction: 0.05,
+            weight_norm: false,
+            meta_tokens: None,
+            tokenizer: "bytes".to_owned(),
+            corpus: String::new(),
+            eval_tokens: Some(16_384),
+            measure_latency: false,
+        }
+    }
+}
+
+/// The search algorithm.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Algorithm {
+    /// The paper's Alg. 1.
+    AgingEvolution {
+        /// Population size P.
+        population: u32,
+        /// Tournament sample size S.
+        sample_size: u32,
+        /// Children evaluated in parallel per cycle, K (the paper: 10).
+        per_cycle: u32,
+        /// Cycles after the initial population.
+        cycles: u32,
+    },
+    /// NSGA-II over perplexity × latency (× decode memory).
+    Nsga2 {
+        population: u32,
+        generations: u32,
+        /// Probability that a child is a crossover of two parents (then also mutated).
+        #[serde(default = "default_crossover")]
+        crossover_probability: f64,
+        /// Add decode memory (KV cache + recurrent state) as a third objective.
+        #[serde(default)]
+        memory_objective: bool,
+    },
+    /// Uniform samples of the space: the baseline every search is judged against.
+    Random {
+        candidates: u32,
+        /// Candidates proposed (and in flight) at once.
+        #[serde(default = "default_random_batch")]
+        batch: u32,
+    },
+}
+
+fn default_crossover() -> f64 {
+    0.5
+}
+
+fn default_random_batch() -> u32 {
+    8
+}
+
+impl Algorithm {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Algorithm::AgingEvolution { .. } => "aging_evolution",
+            Algorithm::Nsga2 { .. } => "nsga2",
+            Algorithm::Random { .. } => "random",
+        }
+    }
+
+    /// Candidates the search will propose in all (duplicates included).
+    pub fn planned_candidates(&self) -> u64 {
+        match *self {
+            Algorithm::AgingEvolution { population, per_cycle, cycles, .. } => {
+                u64::from(population) + u64::from(per_cycle) * u64::from(cycles)
+            }
+            Algorithm::Nsga2 { population, generations, .. } => {
+                u64::from(population) * (1 + u64::from(generations))
+            }
+            Algorithm::Random { candidates, .. } => u64::from(candidates),
+        }
+    }
+}
+
+/// Successive halving: every candidate starts at `proxy.tokens / eta^(rungs-1)` tokens; after each
+/// rung the best `1/eta` (by perplexity) of a generation go on with `eta` times the budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Halving {
+    pub rungs: u32,
+    #[serde(default = "default_eta")]
+    pub eta: u32,
+}
+
+fn default_eta() -> u32 {
+    3
+}
+
+impl Halving {
+    /// Token budget of rung `rung` (0 = the first).
+    pub fn budget(&self, top_tokens: u64, rung: u32) -> u64 {
+        let down = self.rungs.saturating_sub(1).saturating_sub(rung);
+        top_tokens / u64::from(self.eta).pow(down)
+    }
+}
+
+/// A design to seed the first population with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SeedDesign {
+    /// A preset name whose topology is a genome (`transformer-1b`, `tiny-hybrid`, ...).
+    Preset(String),
+    Genome(Genome),
+}
+
+/// Reasonable upper bounds: they catch typos (a population of 10^9) long before they cost money.
+const MAX_POPULATION: u32 = 10_000;
+const MAX_CANDIDATES: u64 = 1_000_000;
+
+impl SearchSpec {
+    /// Parses JSON, naming the offending field on a type error or unknown name.
+    pub fn from_json(text: &str) -> Result<Self, search_space::ParseError> {
+        search_space::error::from_json_str(text)
+    }
+
+    /// Every problem with the spec, each under its field path.
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errs = ValidationErrors::new();
+        if self.name.trim().is_empty() {
+            errs.push("name", "must not be empty");
+        }
+        if let Err(e) = self.space.validate() {
+            errs.extend_under("space", e);
+        }
+        if let Err(e) = self.model.validate() {
+            errs.extend_under("model", e);
+        } else if let Err(e) = self.space.check_model(&self.model) {
+            errs.extend_under("model", e);
+        }
+        if let Err(e) = self.target.deployment() {
+            errs.push("target.setting", e.reason);
+        }
+        if let Some(b) = self.target.latency_budget_ms
+            && !(b.is_finite() && b > 0.0)
+        {
+            errs.push("target.latency_budget_ms", format!("must be a positive number of milliseconds, got {b}"));
+        }
+        self.validate_proxy(&mut errs);
+        self.validate_algorithm(&mut errs);
+        if let Some(h) = &self.halving {
+            if !(1..=8).contains(&h.rungs) {
+                errs.push("halving.rungs", format!("must be in 1..=8, got {}", h.rungs));
+            }
+            if !(2..=16).contains(&h.eta) {
+                errs.push("halving.eta", format!("must be in 2..=16, got {}", h.eta));
+            }
+            if errs.is_empty() {
+                let first = h.budget(self.proxy.tokens, 0);
+                let batch = u64::from(self.proxy.seq_len) * u64::from(self.proxy.batch_size);
+                if first < batch {
+                    errs.push(
+                        "halving",
+                        format!(
+                            "the first rung's budget ({first} tokens = proxy.tokens / eta^(rungs-1)) is smaller than one batch ({batch} tokens)"
+                        ),
+                    );
+                }
+            }
+        }
+        for (i, seed) in self.seeds.iter().enumerate() {
+            if let Err(e) = self.seed_genome(seed) {
+                errs.push(format!("seeds[{i}]"), e);
+            }
+        }
+        if !(1..=100).contains(&self.max_attempts) {
+            errs.push("max_attempts", format!("must be in 1..=100, got {}", self.max_attempts));
+        }
+        errs.into_result(())
+    }
+
+    fn validate_proxy(&self, errs: &mut ValidationErrors) {
+        let p = &self.proxy;
+        if p.seq_len == 0 || p.seq_len > 65_536 {
+            errs.push("proxy.seq_len", format!("must be in 1..=65536, got {}", p.seq_len));
+        }
+        if p.batch_size == 0 || p.batch_size > 4_096 {
+            errs.push("proxy.batch_size", format!("must be in 1..=4096, got {}", p.batch_size));
+        }
+        let batch = u64::from(p.seq_len) * u64::from(p.batch_size);
+        if p.tokens < batch.max(1) {
+            errs.push(
+                "proxy.tokens",
+                format!("must be at least one batch (seq_len × batch_size = {batch}), got {}", p.tokens),
+            );
+        }
+        if !(p.lr.is_finite() && p.lr > 0.0 && p.lr < 1.0) {
+            errs.push("proxy.lr", format!("must be in (0, 1), got {}", p.lr));
+        }
+        if !(0.0..1.0).contains(&p.warmup_fraction) {
+            errs.push("proxy.warmup_fraction", format!("must be in [0, 1), got {}", p.warmup_fraction));
+        }
+        if p.corpus.trim().is_empty() {
+            errs.push("proxy.corpus", "must name the training corpus as workers see it (a path, or synthetic:TASKS)");
+        }
+        if p.tokenizer != "bytes"
+            && !p.tokenizer.strip_prefix("bpe:").is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 260))
+        {
+            errs.push("proxy.tokenizer", format!("must be `bytes` or `bpe:N` with N ≥ 260, got `{}`", p.tokenizer));
+        }
+        if p.eval_tokens == Some(0) {
+            errs.push("proxy.eval_tokens", "must be at least 1 when given");
+        }
+    }
+
+    fn validate_algorithm(&self, errs: &mut ValidationErrors) {
+        match self.algorithm {
+            Algorithm::AgingEvolution { population, sample_size, per_cycle, cycles: _ } => {
+                if !(1..=MAX_POPULATION).contains(&population) {
+                    errs.push("algorithm.population", format!("must be in 1..={MAX_POPULATION}, got {population}"));
+                }
+                if sample_size == 0 || sample_size > population {
+                    errs.push(
+                        "algorithm.sample_size",
+                        format!("must be in 1..=population ({population}), got {sample_size}"),
+                    );
+                }
+                if !(1..=MAX_POPULATION).contains(&per_cycle) {
+                    errs.push("algorithm.per_cycle", format!("must be in 1..={MAX_POPULATION}, got {per_cycle}"));
+                }
+                if self.seeds.len() > population as usize {
+                    errs.push(
+                        "seeds",
+                        format!("{} seeds do not fit a population of {population}", self.seeds.len()),
+                    );
+                }
+            }
+            Algorithm::Nsga2 { population, generations: _, crossover_probability, memory_objective: _ } => {
+                if !(2..=MAX_POPULATION).contains(&population) {
+                    errs.push("algorithm.population", format!("must be in 2..={MAX_POPULATION}, got {population}"));
+                }
+                if !(0.0..=1.0).contains(&crossover_probability) {
+                    errs.push(
+                        "algorithm.crossover_probability",
+                        format!("must be in [0, 1], got {crossover_probability}"),
+                    );
+                }
+            }
+            Algorithm::Random { candidates, batch } => {
+                if candidates == 0 {
+                    errs.push("algorithm.candidates", "must be at least 1");
+                }
+                if !(1..=MAX_POPULATION).contains(&batch) {
+                    errs.push("algorithm.batch", format!("must be in 1..={MAX_POPULATION}, got {batch}"));
+                }
+            }
+        }
+        let planned = self.algorithm.planned_candidates();
+        if planned > MAX_CANDIDATES {
+            errs.push("algorithm", format!("plans {planned} candidates; at most {MAX_CANDIDATES} per search"));
+        }
+    }
+
+    /// The genome a seed design stands for, checked against the space.
+    pub fn seed_genome(&self, seed: &SeedDesign) -> Result<Genome, String> {
+        let genome = match seed {
+            SeedDesign::Preset(name) => {
+                let arch: Architecture = search_space::presets::preset(name).ok_or_else(|| {
+                    let names: Vec<&str> = search_space::presets::PRESETS.iter().map(|(n, _)| *n).collect();
+                    format!("unknown preset `{name}`; known: {}", names.join(", "))
+                })?;
+                match arch.topology {
+                    Topology::Genome(g) => g,
+                    Topology::Layers(_) => {
+                        return Err(format!(
+                            "preset `{name}` is a fixed layer list, not a genome of three stages; the search mutates genomes"
+                        ));
+                    }
+                }
+            }
+            SeedDesign::Genome(g) => g.clone(),
+        };
+        self.space.contains(&genome).map_err(|e| format!("outside the search space: {e}"))?;
+        Ok(genome)
+    }
+
+    /// Mixer kinds the space can produce: the operators a latency table needs.
+    pub fn mixer_kinds(&self) -> BTreeSet<search_space::MixerKind> {
+        self.space.mixers.iter().copied().collect()
+    }
+}
+
+impl SearchSpec {
+    /// Parses TOML (the command line's spec files), naming the offending field on error.
+    pub fn from_toml(text: &str) -> Result<Self, search_space::ParseError> {
+        let de = toml::Deserializer::new(text);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." || path == "?" { "(document)".to_owned() } else { path };
+            let message = e.into_inner().message().to_owned();
+            search_space::ParseError::Syntax { path, message }
+        })
+    }
+
+    /// Reads a spec file: TOML when the name ends in `.toml`, JSON otherwise.
+    pub fn from_file_text(name: &str, text: &str) -> Result<Self, search_space::ParseError> {
+        if name.ends_with(".toml") { Self::from_toml(text) } else { Self::from_json(text) }
+    }
+}

@@ -1,0 +1,172 @@
+//! Requests and responses between the coordinator, workers and clients. Plain data, no logic.
+
+use search_space::Architecture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::spec::ProxyBudget;
+
+/// A device as a worker describes it: the LUT's device key and what it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceInfo {
+    /// Stable key of the (machine, accelerator, software stack): backend, device model, threads.
+    pub fingerprint: String,
+    /// For people, e.g. `cpu (flex, 2 threads)` or `NVIDIA H200`.
+    pub name: String,
+    /// `cpu` or `cuda`.
+    pub kind: String,
+    /// Anything else worth keeping (memory, driver, thread count).
+    #[serde(default)]
+    pub info: Value,
+}
+
+/// `POST /api/v1/workers/register`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterWorker {
+    /// A stable id chosen by the worker (hostname plus a suffix); re-registering updates it.
+    pub worker_id: String,
+    pub hostname: String,
+    pub device: DeviceInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Registered {
+    pub worker_id: String,
+    /// How long a lease lasts without a heartbeat.
+    pub lease_ttl_ms: u64,
+    /// How often the worker should heartbeat.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// `POST /api/v1/workers/lease`: answered 200 with a [`LeaseGrant`], or 204 when nothing was
+/// queued within `wait_ms`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    pub worker_id: String,
+    /// Long-poll: wait up to this long for a trial (capped by the coordinator).
+    #[serde(default)]
+    pub wait_ms: u64,
+}
+
+/// A trial handed to a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LeaseGrant {
+    pub trial_id: i64,
+    pub search_id: i64,
+    pub candidate_id: i64,
+    pub attempt: i64,
+    /// Must accompany every heartbeat and the result; a newer lease of the same trial makes it stale.
+    pub lease_token: String,
+    pub lease_expires_at_ms: i64,
+    pub job: TrialJob,
+}
+
+/// What to train.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialJob {
+    /// The candidate at its chosen width.
+    pub architecture: Architecture,
+    pub proxy: ProxyBudget,
+    /// Tokens to train for (the rung's budget with successive halving).
+    pub budget_tokens: u64,
+    /// Seeds the weights and the batch order (the same for every rung of one candidate).
+    pub seed: u64,
+    /// When set, also measure decode latency at this setting (`batch=..,prompt=..,gen=..`).
+    pub measure_latency: Option<String>,
+}
+
+/// Progress of a running trial, sent with heartbeats.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialProgress {
+    pub step: u64,
+    pub steps: u64,
+    pub tokens: u64,
+    pub loss: f64,
+    pub tokens_per_s: f64,
+}
+
+/// `POST /api/v1/trials/{id}/heartbeat`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub lease_token: String,
+    #[serde(default)]
+    pub progress: Option<TrialProgress>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    pub lease_expires_at_ms: i64,
+    /// The search was cancelled: stop and do not post a result.
+    pub cancel: bool,
+}
+
+/// What a finished proxy training measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialMetrics {
+    /// `completed` or `diverged`.
+    pub outcome: String,
+    pub val_loss: f64,
+    pub ppl: f64,
+    pub train_loss: f64,
+    pub steps: u64,
+    pub tokens: u64,
+    pub tokens_per_s: f64,
+    pub train_seconds: f64,
+    /// Parameters of the model as trained (vocabulary sized to the proxy's tokenizer).
+    pub params: u64,
+    /// Training loss along the way: (step, loss), thinned to at most a few hundred points.
+    #[serde(default)]
+    pub loss_curve: Vec<(u64, f64)>,
+    /// Measured end-to-end decode latency at the target setting, when the job asked for it.
+    #[serde(default)]
+    pub measured_latency_ms: Option<f64>,
+    /// Per-task accuracy on synthetic corpora.
+    #[serde(default)]
+    pub accuracy: Option<Value>,
+    /// Which device trained it.
+    pub device: String,
+}
+
+/// `POST /api/v1/trials/{id}/complete`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteTrial {
+    pub lease_token: String,
+    pub metrics: TrialMetrics,
+}
+
+/// `POST /api/v1/trials/{id}/fail`: the worker could not train the trial.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailTrial {
+    pub lease_token: String,
+    pub error: String,
+    /// `false` for errors that another attempt cannot fix (an invalid architecture); the
+    /// candidate is failed at once.
+    #[serde(default = "yes")]
+    pub retryable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Every 4xx/5xx body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    /// Field path → problem, for validation errors.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldProblem>,
+}
+
+/// One field's problem in an [`ErrorBody`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldProblem {
+    pub path: String,
+    pub message: String,
+}
