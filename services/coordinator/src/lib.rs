@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //!
+//! - [`engine`]: the search algorithms (aging evolution, NSGA-II, random) and successive
+//!   halving, as pure functions of what the search has evaluated so far.
 //! - [`store`]: the only module that speaks SQL. It opens SQLite or Postgres from a URL, runs the
 //!   migrations, and implements the leased trial queue that workers pull proxy trainings from.
 //!
@@ -12,6 +14,7 @@
 //! [`Store::reclaim_expired`]) that take the current time from the caller, so tests drive them
 //! with a fake clock and the service runs them from a timer.
 
+pub mod engine;
 pub mod store;
 
 pub use store::{Backend, Store, StoreError, StoreOptions};
