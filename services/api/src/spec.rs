@@ -22,7 +22,8 @@ pub struct SearchSpec {
     pub space: SearchSpace,
     /// How each operator is dimensioned at a hidden size (heads, state sizes, FFN ratio, vocabulary,
     /// meta tokens). `hidden_size` here is a default only: the width mode decides each candidate's.
-    #[serde(default = "default_model")]
+    /// Either a full table or a name: `tiny`, `nemotron-flash-1b`, `nemotron-flash-3b`.
+    #[serde(default = "default_model", deserialize_with = "model_settings")]
     pub model: ModelSettings,
     /// Where the model will run and how fast it must be.
     #[serde(default)]
@@ -51,6 +52,28 @@ pub struct SearchSpec {
 
 fn default_model() -> ModelSettings {
     search_space::presets::flash_1b_settings()
+}
+
+/// Settings by name, as in `model = "tiny"`.
+pub fn named_settings(name: &str) -> Option<ModelSettings> {
+    match name {
+        "tiny" => Some(search_space::presets::tiny_settings()),
+        "nemotron-flash-1b" => Some(search_space::presets::flash_1b_settings()),
+        "nemotron-flash-3b" => Some(search_space::presets::flash_3b_settings()),
+        _ => None,
+    }
+}
+
+fn model_settings<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModelSettings, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    match value {
+        serde_json::Value::String(name) => named_settings(&name).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown model settings `{name}`; expected tiny, nemotron-flash-1b, nemotron-flash-3b or a table"
+            ))
+        }),
+        other => serde_json::from_value::<ModelSettings>(other).map_err(serde::de::Error::custom),
+    }
 }
 
 fn default_max_attempts() -> u32 {
@@ -275,7 +298,10 @@ impl SearchSpec {
         if let Some(b) = self.target.latency_budget_ms
             && !(b.is_finite() && b > 0.0)
         {
-            errs.push("target.latency_budget_ms", format!("must be a positive number of milliseconds, got {b}"));
+            errs.push(
+                "target.latency_budget_ms",
+                format!("must be a positive number of milliseconds, got {b}"),
+            );
         }
         self.validate_proxy(&mut errs);
         self.validate_algorithm(&mut errs);
@@ -332,12 +358,18 @@ impl SearchSpec {
             errs.push("proxy.warmup_fraction", format!("must be in [0, 1), got {}", p.warmup_fraction));
         }
         if p.corpus.trim().is_empty() {
-            errs.push("proxy.corpus", "must name the training corpus as workers see it (a path, or synthetic:TASKS)");
+            errs.push(
+                "proxy.corpus",
+                "must name the training corpus as workers see it (a path, or synthetic:TASKS)",
+            );
         }
         if p.tokenizer != "bytes"
             && !p.tokenizer.strip_prefix("bpe:").is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 260))
         {
-            errs.push("proxy.tokenizer", format!("must be `bytes` or `bpe:N` with N ≥ 260, got `{}`", p.tokenizer));
+            errs.push(
+                "proxy.tokenizer",
+                format!("must be `bytes` or `bpe:N` with N ≥ 260, got `{}`", p.tokenizer),
+            );
         }
         if p.eval_tokens == Some(0) {
             errs.push("proxy.eval_tokens", "must be at least 1 when given");
@@ -348,7 +380,10 @@ impl SearchSpec {
         match self.algorithm {
             Algorithm::AgingEvolution { population, sample_size, per_cycle, cycles: _ } => {
                 if !(1..=MAX_POPULATION).contains(&population) {
-                    errs.push("algorithm.population", format!("must be in 1..={MAX_POPULATION}, got {population}"));
+                    errs.push(
+                        "algorithm.population",
+                        format!("must be in 1..={MAX_POPULATION}, got {population}"),
+                    );
                 }
                 if sample_size == 0 || sample_size > population {
                     errs.push(
@@ -357,7 +392,10 @@ impl SearchSpec {
                     );
                 }
                 if !(1..=MAX_POPULATION).contains(&per_cycle) {
-                    errs.push("algorithm.per_cycle", format!("must be in 1..={MAX_POPULATION}, got {per_cycle}"));
+                    errs.push(
+                        "algorithm.per_cycle",
+                        format!("must be in 1..={MAX_POPULATION}, got {per_cycle}"),
+                    );
                 }
                 if self.seeds.len() > population as usize {
                     errs.push(
@@ -368,7 +406,10 @@ impl SearchSpec {
             }
             Algorithm::Nsga2 { population, generations: _, crossover_probability, memory_objective: _ } => {
                 if !(2..=MAX_POPULATION).contains(&population) {
-                    errs.push("algorithm.population", format!("must be in 2..={MAX_POPULATION}, got {population}"));
+                    errs.push(
+                        "algorithm.population",
+                        format!("must be in 2..={MAX_POPULATION}, got {population}"),
+                    );
                 }
                 if !(0.0..=1.0).contains(&crossover_probability) {
                     errs.push(
@@ -388,7 +429,10 @@ impl SearchSpec {
         }
         let planned = self.algorithm.planned_candidates();
         if planned > MAX_CANDIDATES {
-            errs.push("algorithm", format!("plans {planned} candidates; at most {MAX_CANDIDATES} per search"));
+            errs.push(
+                "algorithm",
+                format!("plans {planned} candidates; at most {MAX_CANDIDATES} per search"),
+            );
         }
     }
 

@@ -1,20 +1,30 @@
-//! Frontier's coordinator: it owns the database and the trial queue, and (as it grows) the HTTP
-//! API, the search engines and the web UI.
+//! Frontier's coordinator: the service users and workers talk to.
 //!
 //! # Layout
 //!
-//! - [`engine`]: the search algorithms (aging evolution, NSGA-II, random) and successive
-//!   halving, as pure functions of what the search has evaluated so far.
 //! - [`store`]: the only module that speaks SQL. It opens SQLite or Postgres from a URL, runs the
 //!   migrations, and implements the leased trial queue that workers pull proxy trainings from.
+//! - [`engine`]: the search algorithms (aging evolution, NSGA-II, random; successive halving) as
+//!   pure functions of a search's history.
+//! - [`search`]: the driver that turns proposals into candidates and trials (widths and latency
+//!   from [`latency`]) and results back into history.
+//! - [`http`]: the axum API; [`openapi`] describes it; [`pareto`] computes the front it serves.
+//! - [`server`]: the bound server and its background loop (lease sweeper, search stepping).
 //!
 //! # Runtime model
 //!
 //! Everything is async on tokio. Loops are written as step functions (for example
-//! [`Store::reclaim_expired`]) that take the current time from the caller, so tests drive them
-//! with a fake clock and the service runs them from a timer.
+//! [`Store::reclaim_expired`], [`search::SearchDriver::step`]) that take the current time from the
+//! caller or the store, so tests drive them directly and the service runs them from a timer.
+//! The coordinator never links burn: workers train, over HTTP.
 
 pub mod engine;
+pub mod http;
+pub mod latency;
+pub mod openapi;
+pub mod pareto;
+pub mod search;
+pub mod server;
 pub mod store;
 
 pub use store::{Backend, Store, StoreError, StoreOptions};

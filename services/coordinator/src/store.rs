@@ -231,6 +231,52 @@ pub struct NewCandidate {
     pub params: i64,
     /// `None` when the device has no LUT yet.
     pub est_latency_ms: Option<f64>,
+    /// Decode memory at the target setting (KV cache, states, weights).
+    pub memory_bytes: i64,
+    /// Meets the latency budget. An infeasible candidate is recorded but never trained.
+    pub feasible: bool,
+}
+
+/// What a candidate's trials have established so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CandidateStatus {
+    /// Queued or training; no result yet at any rung.
+    Pending,
+    /// Has a perplexity (at `rung`).
+    Done,
+    Diverged,
+    /// Its attempts were spent, or the worker reported an error no retry can fix.
+    Failed,
+    /// No width meets the latency budget: recorded for the engine, never trained.
+    Infeasible,
+}
+
+impl CandidateStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Done => "done",
+            Self::Diverged => "diverged",
+            Self::Failed => "failed",
+            Self::Infeasible => "infeasible",
+        }
+    }
+}
+
+impl FromStr for CandidateStatus {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "done" => Ok(Self::Done),
+            "diverged" => Ok(Self::Diverged),
+            "failed" => Ok(Self::Failed),
+            "infeasible" => Ok(Self::Infeasible),
+            other => Err(StoreError::Malformed(format!("unknown candidate status `{other}`"))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -245,6 +291,20 @@ pub struct CandidateRow {
     pub params: i64,
     pub est_latency_ms: Option<f64>,
     pub created_at_ms: i64,
+    pub status: CandidateStatus,
+    /// Highest successive-halving rung with a result; -1 before the first.
+    pub rung: i64,
+    pub val_loss: Option<f64>,
+    pub ppl: Option<f64>,
+    pub memory_bytes: i64,
+    pub feasible: bool,
+    /// Decode latency measured on a worker, when the search asked for it.
+    pub measured_latency_ms: Option<f64>,
+    /// The latest result's other figures (tokens/s, loss curve, accuracy).
+    pub metrics: Option<Value>,
+    /// Why it failed.
+    pub error: Option<String>,
+    pub updated_at_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -292,6 +352,8 @@ pub struct TrialResult {
     pub ppl: f64,
     /// Everything else the worker measured (tokens/s, decode latency, curves).
     pub result_json: Value,
+    /// Measured end-to-end decode latency, when the trial measured it.
+    pub measured_latency_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -329,7 +391,15 @@ macro_rules! search_columns {
 macro_rules! candidate_columns {
     () => {
         "id, search_id, arch_hash, architecture, parent_id, mutation, hidden_size, params, \
-         est_latency_ms, created_at_ms"
+         est_latency_ms, created_at_ms, status, rung, val_loss, ppl, memory_bytes, feasible, \
+         measured_latency_ms, metrics, error, updated_at_ms"
+    };
+}
+macro_rules! candidate_columns_c {
+    () => {
+        "c.id, c.search_id, c.arch_hash, c.architecture, c.parent_id, c.mutation, c.hidden_size, \
+         c.params, c.est_latency_ms, c.created_at_ms, c.status, c.rung, c.val_loss, c.ppl, \
+         c.memory_bytes, c.feasible, c.measured_latency_ms, c.metrics, c.error, c.updated_at_ms"
     };
 }
 macro_rules! trial_columns {
@@ -519,40 +589,10 @@ impl Store {
         search_id: i64,
         candidate: &NewCandidate,
     ) -> Result<(CandidateRow, bool), StoreError> {
-        // `DO NOTHING` returns no row on conflict; the follow-up read then finds the row that
-        // won, which exists because the conflict proves it was committed.
-        let inserted = sqlx::query(concat!(
-            "INSERT INTO candidates (search_id, arch_hash, architecture, parent_id, mutation,
-                                     hidden_size, params, est_latency_ms, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT (search_id, arch_hash) DO NOTHING
-             RETURNING ",
-            candidate_columns!()
-        ))
-        .bind(search_id)
-        .bind(&candidate.arch_hash)
-        .bind(candidate.architecture.to_string())
-        .bind(candidate.parent_id)
-        .bind(&candidate.mutation)
-        .bind(candidate.hidden_size)
-        .bind(candidate.params)
-        .bind(candidate.est_latency_ms)
-        .bind(clock_ms())
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = inserted {
-            return Ok((candidate_from_row(&row)?, true));
-        }
-        let existing = sqlx::query(concat!(
-            "SELECT ",
-            candidate_columns!(),
-            " FROM candidates WHERE search_id = $1 AND arch_hash = $2"
-        ))
-        .bind(search_id)
-        .bind(&candidate.arch_hash)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((candidate_from_row(&existing)?, false))
+        let mut tx = self.pool.begin().await?;
+        let out = insert_candidate_in(&mut tx, search_id, candidate).await?;
+        tx.commit().await?;
+        Ok(out)
     }
 
     pub async fn get_candidate(&self, id: i64) -> Result<Option<CandidateRow>, StoreError> {
@@ -573,25 +613,9 @@ impl Store {
         rung: i64,
         max_attempts: i64,
     ) -> Result<TrialRow, StoreError> {
-        let now_ms = clock_ms();
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(concat!(
-            "INSERT INTO trials (search_id, candidate_id, state, budget_tokens, rung, attempt,
-                                 max_attempts, created_at_ms, updated_at_ms)
-             VALUES ($1, $2, 'queued', $3, $4, 0, $5, $6, $6)
-             RETURNING ",
-            trial_columns!()
-        ))
-        .bind(search_id)
-        .bind(candidate_id)
-        .bind(budget_tokens)
-        .bind(rung)
-        .bind(max_attempts)
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await?;
-        let trial = trial_from_row(&row)?;
-        record_event(&mut tx, trial.id, now_ms, "queued", &serde_json::json!({})).await?;
+        let trial =
+            enqueue_trial_in(&mut tx, search_id, candidate_id, budget_tokens, rung, max_attempts).await?;
         tx.commit().await?;
         Ok(trial)
     }
@@ -734,6 +758,26 @@ impl Store {
         let trial = trial_from_row(&row)?;
         let payload = serde_json::json!({ "worker_id": trial.worker_id, "attempt": trial.attempt });
         record_event(&mut tx, trial_id, now_ms, state.as_str(), &payload).await?;
+        // The candidate shows its highest rung's outcome; a late result of a lower rung (from a
+        // reclaimed lease that finished after all) never overwrites a higher one.
+        let status = if finite { CandidateStatus::Done } else { CandidateStatus::Diverged };
+        sqlx::query(
+            "UPDATE candidates
+             SET status = $1, rung = $2, val_loss = $3, ppl = $4, metrics = $5,
+                 measured_latency_ms = COALESCE($6, measured_latency_ms), error = NULL,
+                 updated_at_ms = $7
+             WHERE id = $8 AND rung <= $2",
+        )
+        .bind(status.as_str())
+        .bind(trial.rung)
+        .bind(val_loss)
+        .bind(ppl)
+        .bind(result.result_json.to_string())
+        .bind(result.measured_latency_ms)
+        .bind(now_ms)
+        .bind(trial.candidate_id)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(trial)
     }
@@ -772,11 +816,614 @@ impl Store {
                 let attempt: i64 = row.try_get("attempt")?;
                 let payload = serde_json::json!({ "worker_id": worker_id, "attempt": attempt });
                 record_event(&mut tx, trial_id, now_ms, kind, &payload).await?;
+                if kind == "failed" {
+                    let error = format!("the lease expired on the last attempt ({attempt})");
+                    fail_candidate_of(&mut tx, trial_id, &error, now_ms).await?;
+                }
             }
             reclaimed += rows.len() as u64;
         }
         tx.commit().await?;
         Ok(reclaimed)
+    }
+}
+
+/// Marks the candidate of a trial that failed for good, unless a result of another rung already
+/// scored it (a failure of a promotion does not erase the lower rung's perplexity).
+async fn fail_candidate_of(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    trial_id: i64,
+    error: &str,
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE candidates SET status = 'failed', error = $1, updated_at_ms = $2
+         WHERE id = (SELECT candidate_id FROM trials WHERE id = $3) AND status = 'pending'",
+    )
+    .bind(error)
+    .bind(now_ms)
+    .bind(trial_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+async fn enqueue_trial_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    search_id: i64,
+    candidate_id: i64,
+    budget_tokens: i64,
+    rung: i64,
+    max_attempts: i64,
+) -> Result<TrialRow, StoreError> {
+    let now_ms = clock_ms();
+    let row = sqlx::query(concat!(
+        "INSERT INTO trials (search_id, candidate_id, state, budget_tokens, rung, attempt,
+                             max_attempts, created_at_ms, updated_at_ms)
+         VALUES ($1, $2, 'queued', $3, $4, 0, $5, $6, $6)
+         RETURNING ",
+        trial_columns!()
+    ))
+    .bind(search_id)
+    .bind(candidate_id)
+    .bind(budget_tokens)
+    .bind(rung)
+    .bind(max_attempts)
+    .bind(now_ms)
+    .fetch_one(&mut **tx)
+    .await?;
+    let trial = trial_from_row(&row)?;
+    record_event(tx, trial.id, now_ms, "queued", &serde_json::json!({})).await?;
+    Ok(trial)
+}
+
+async fn insert_candidate_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    search_id: i64,
+    candidate: &NewCandidate,
+) -> Result<(CandidateRow, bool), StoreError> {
+    // `DO NOTHING` returns no row on conflict; the follow-up read then finds the row that won,
+    // which exists because the conflict proves it was committed.
+    let now_ms = clock_ms();
+    let status = if candidate.feasible { CandidateStatus::Pending } else { CandidateStatus::Infeasible };
+    let inserted = sqlx::query(concat!(
+        "INSERT INTO candidates (search_id, arch_hash, architecture, parent_id, mutation,
+                                 hidden_size, params, est_latency_ms, created_at_ms, status,
+                                 memory_bytes, feasible, updated_at_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $9)
+         ON CONFLICT (search_id, arch_hash) DO NOTHING
+         RETURNING ",
+        candidate_columns!()
+    ))
+    .bind(search_id)
+    .bind(&candidate.arch_hash)
+    .bind(candidate.architecture.to_string())
+    .bind(candidate.parent_id)
+    .bind(&candidate.mutation)
+    .bind(candidate.hidden_size)
+    .bind(candidate.params)
+    .bind(candidate.est_latency_ms)
+    .bind(now_ms)
+    .bind(status.as_str())
+    .bind(candidate.memory_bytes)
+    .bind(i64::from(candidate.feasible))
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok((candidate_from_row(&row)?, true));
+    }
+    let existing = sqlx::query(concat!(
+        "SELECT ",
+        candidate_columns!(),
+        " FROM candidates WHERE search_id = $1 AND arch_hash = $2"
+    ))
+    .bind(search_id)
+    .bind(&candidate.arch_hash)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((candidate_from_row(&existing)?, false))
+}
+
+/// One member of a search generation to record (see [`Store::add_generation`]).
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    pub candidate: NewCandidate,
+    pub parents: Vec<i64>,
+    pub origin: String,
+}
+
+/// A generation member as stored, with its candidate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MemberRow {
+    pub generation: i64,
+    pub slot: i64,
+    pub parents: Vec<i64>,
+    pub origin: String,
+    pub candidate: CandidateRow,
+}
+
+/// How a leaderboard is ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SortKey {
+    Ppl,
+    Latency,
+    Params,
+    Memory,
+}
+
+impl SortKey {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Ppl => "ppl",
+            Self::Latency => "est_latency_ms",
+            Self::Params => "params",
+            Self::Memory => "memory_bytes",
+        }
+    }
+}
+
+/// One page of a leaderboard query.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaderboardQuery {
+    pub sort: SortKey,
+    pub descending: bool,
+    /// Only candidates within the latency budget.
+    pub feasible_only: bool,
+    pub limit: i64,
+    /// Continue after this (sort value, id), as returned by the previous page.
+    pub after: Option<(f64, i64)>,
+}
+
+/// Counts of a search's trials and candidates by state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SearchProgress {
+    pub trials: std::collections::BTreeMap<String, i64>,
+    pub candidates: std::collections::BTreeMap<String, i64>,
+    pub generations: i64,
+}
+
+impl Store {
+    /// Records a whole generation atomically: each member's candidate (deduplicated by hash),
+    /// its membership row, and for each candidate new to the search and feasible, a queued trial
+    /// at rung 0. Returns every member's candidate and whether it is new.
+    #[tracing::instrument(skip_all, fields(search_id = search_id, generation = generation), err)]
+    pub async fn add_generation(
+        &self,
+        search_id: i64,
+        generation: i64,
+        members: &[NewMember],
+        budget_tokens: i64,
+        max_attempts: i64,
+    ) -> Result<Vec<(CandidateRow, bool)>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(members.len());
+        for (slot, member) in members.iter().enumerate() {
+            let (candidate, inserted) = insert_candidate_in(&mut tx, search_id, &member.candidate).await?;
+            sqlx::query(
+                "INSERT INTO search_members (search_id, generation, slot, candidate_id, parents, origin)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(search_id)
+            .bind(generation)
+            .bind(slot as i64)
+            .bind(candidate.id)
+            .bind(serde_json::to_string(&member.parents).unwrap_or_else(|_| "[]".into()))
+            .bind(&member.origin)
+            .execute(&mut *tx)
+            .await?;
+            if inserted && candidate.feasible {
+                enqueue_trial_in(&mut tx, search_id, candidate.id, budget_tokens, 0, max_attempts).await?;
+            }
+            out.push((candidate, inserted));
+        }
+        sqlx::query(
+            "UPDATE searches SET status = 'running', updated_at_ms = $1 WHERE id = $2 AND status = 'pending'",
+        )
+        .bind(clock_ms())
+        .bind(search_id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Every generation member of a search, in generation then slot order.
+    pub async fn search_members(&self, search_id: i64) -> Result<Vec<MemberRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT m.generation, m.slot, m.parents, m.origin, ",
+            candidate_columns_c!(),
+            " FROM search_members m JOIN candidates c ON c.id = m.candidate_id
+             WHERE m.search_id = $1 ORDER BY m.generation, m.slot"
+        ))
+        .bind(search_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let parents: String = row.try_get("parents")?;
+                Ok(MemberRow {
+                    generation: row.try_get("generation")?,
+                    slot: row.try_get("slot")?,
+                    parents: serde_json::from_str(&parents)
+                        .map_err(|e| StoreError::Malformed(format!("member parents: {e}")))?,
+                    origin: row.try_get("origin")?,
+                    candidate: candidate_from_row(row)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every trial of a search, oldest first.
+    pub async fn search_trials(&self, search_id: i64) -> Result<Vec<TrialRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            trial_columns!(),
+            " FROM trials WHERE search_id = $1 ORDER BY id"
+        ))
+        .bind(search_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(trial_from_row).collect()
+    }
+
+    /// Every trial of a candidate (one per rung and re-evaluation), oldest first.
+    pub async fn candidate_trials(&self, candidate_id: i64) -> Result<Vec<TrialRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            trial_columns!(),
+            " FROM trials WHERE candidate_id = $1 ORDER BY id"
+        ))
+        .bind(candidate_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(trial_from_row).collect()
+    }
+
+    /// Every candidate of a search in id order (for the Pareto front and exports).
+    pub async fn search_candidates(&self, search_id: i64) -> Result<Vec<CandidateRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            candidate_columns!(),
+            " FROM candidates WHERE search_id = $1 ORDER BY id"
+        ))
+        .bind(search_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(candidate_from_row).collect()
+    }
+
+    /// One page of a search's scored candidates, ordered by `query.sort` then id.
+    ///
+    /// Keyset pagination: the next page starts after the last row's (sort value, id), so a page
+    /// costs one index range scan however deep it is.
+    pub async fn leaderboard(
+        &self,
+        search_id: i64,
+        query: &LeaderboardQuery,
+    ) -> Result<Vec<CandidateRow>, StoreError> {
+        let column = query.sort.column();
+        let (cmp, order) = if query.descending { ("<", "DESC") } else { (">", "ASC") };
+        let mut sql = format!(
+            "SELECT {} FROM candidates WHERE search_id = $1 AND {column} IS NOT NULL",
+            candidate_columns!()
+        );
+        if query.sort == SortKey::Ppl {
+            sql.push_str(" AND status = 'done'");
+        }
+        if query.feasible_only {
+            sql.push_str(" AND feasible = 1");
+        }
+        if query.after.is_some() {
+            sql.push_str(&format!(" AND ({column} {cmp} $2 OR ({column} = $2 AND id {cmp} $3))"));
+        }
+        sql.push_str(&format!(" ORDER BY {column} {order}, id {order} LIMIT {}", query.limit.clamp(1, 1000)));
+        let mut q = sqlx::query(&sql).bind(search_id);
+        if let Some((value, id)) = query.after {
+            q = match query.sort {
+                SortKey::Params | SortKey::Memory => q.bind(value as i64),
+                SortKey::Ppl | SortKey::Latency => q.bind(value),
+            };
+            q = q.bind(id);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(candidate_from_row).collect()
+    }
+
+    /// Trials and candidates of a search counted by state, and its number of generations.
+    pub async fn search_progress(&self, search_id: i64) -> Result<SearchProgress, StoreError> {
+        let mut progress = SearchProgress::default();
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM trials WHERE search_id = $1 GROUP BY state")
+            .bind(search_id)
+            .fetch_all(&self.pool)
+            .await?;
+        for row in &rows {
+            progress.trials.insert(row.try_get("state")?, row.try_get("n")?);
+        }
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) AS n FROM candidates WHERE search_id = $1 GROUP BY status")
+                .bind(search_id)
+                .fetch_all(&self.pool)
+                .await?;
+        for row in &rows {
+            progress.candidates.insert(row.try_get("status")?, row.try_get("n")?);
+        }
+        let generations: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(generation) FROM search_members WHERE search_id = $1")
+                .bind(search_id)
+                .fetch_one(&self.pool)
+                .await?;
+        progress.generations = generations.map_or(0, |g| g + 1);
+        Ok(progress)
+    }
+
+    /// Sets a search's status (and error), returning whether the row changed. Terminal statuses
+    /// (`completed`, `cancelled`, `failed`) are never left.
+    pub async fn set_search_status(
+        &self,
+        search_id: i64,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE searches SET status = $1, error = $2, updated_at_ms = $3
+             WHERE id = $4 AND status NOT IN ('completed', 'cancelled', 'failed')",
+        )
+        .bind(status)
+        .bind(error)
+        .bind(clock_ms())
+        .bind(search_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The error a failed search stopped with.
+    pub async fn search_error(&self, search_id: i64) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT error FROM searches WHERE id = $1")
+            .bind(search_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .flatten())
+    }
+
+    /// Cancels a search: it stops proposing, its queued trials are failed and its pending
+    /// candidates marked failed. Leased trials are told to stop at their next heartbeat. Returns
+    /// `false` when the search had already ended.
+    #[tracing::instrument(skip_all, fields(search_id = search_id), err)]
+    pub async fn cancel_search(&self, search_id: i64) -> Result<bool, StoreError> {
+        let now_ms = clock_ms();
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE searches SET status = 'cancelled', updated_at_ms = $1
+             WHERE id = $2 AND status NOT IN ('completed', 'cancelled', 'failed')",
+        )
+        .bind(now_ms)
+        .bind(search_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            > 0;
+        if changed {
+            sqlx::query(
+                "UPDATE trials SET state = 'failed', result = $1, lease_token = NULL,
+                        lease_expires_at_ms = NULL, updated_at_ms = $2
+                 WHERE search_id = $3 AND state IN ('queued', 'leased')",
+            )
+            .bind(serde_json::json!({ "error": "search cancelled" }).to_string())
+            .bind(now_ms)
+            .bind(search_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE candidates SET status = 'failed', error = 'search cancelled', updated_at_ms = $1
+                 WHERE search_id = $2 AND status = 'pending'",
+            )
+            .bind(now_ms)
+            .bind(search_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// Records that a worker could not train a trial. While attempts remain and the error is
+    /// retryable the trial is queued again; otherwise it fails, and so does its candidate unless
+    /// another rung scored it. Fenced by the lease token like [`Store::complete_trial`].
+    #[tracing::instrument(skip_all, fields(trial_id = trial_id), err)]
+    pub async fn fail_trial(
+        &self,
+        trial_id: i64,
+        lease_token: &str,
+        error: &str,
+        retryable: bool,
+        now_ms: i64,
+    ) -> Result<TrialRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE trials
+             SET state = CASE WHEN $1 = 1 AND attempt < max_attempts THEN 'queued' ELSE 'failed' END,
+                 result = $2, lease_token = NULL, lease_expires_at_ms = NULL, updated_at_ms = $3
+             WHERE id = $4 AND lease_token = $5 AND state = 'leased'
+             RETURNING ",
+            trial_columns!()
+        ))
+        .bind(i64::from(retryable))
+        .bind(serde_json::json!({ "error": error }).to_string())
+        .bind(now_ms)
+        .bind(trial_id)
+        .bind(lease_token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Err(StoreError::StaleLease { trial_id });
+        };
+        let trial = trial_from_row(&row)?;
+        let kind = if trial.state == TrialState::Queued { "requeued" } else { "failed" };
+        let payload =
+            serde_json::json!({ "worker_id": trial.worker_id, "attempt": trial.attempt, "error": error });
+        record_event(&mut tx, trial_id, now_ms, kind, &payload).await?;
+        if trial.state == TrialState::Failed {
+            fail_candidate_of(&mut tx, trial_id, error, now_ms).await?;
+        }
+        tx.commit().await?;
+        Ok(trial)
+    }
+
+    /// Queues a successive-halving promotion of `candidate_id` to `rung`, unless that rung is
+    /// already queued or done for it. Returns whether a trial was queued.
+    pub async fn promote(
+        &self,
+        search_id: i64,
+        candidate_id: i64,
+        rung: i64,
+        budget_tokens: i64,
+        max_attempts: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let existing: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM trials WHERE candidate_id = $1 AND rung = $2")
+                .bind(candidate_id)
+                .bind(rung)
+                .fetch_one(&mut *tx)
+                .await?;
+        if existing > 0 {
+            return Ok(false);
+        }
+        enqueue_trial_in(&mut tx, search_id, candidate_id, budget_tokens, rung, max_attempts).await?;
+        // The candidate is training again: it keeps its lower rung's perplexity meanwhile.
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Appends a progress event (a heartbeat's step, loss and throughput) to a trial's history.
+    pub async fn record_progress(
+        &self,
+        trial_id: i64,
+        now_ms: i64,
+        progress: &Value,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        record_event(&mut tx, trial_id, now_ms, "progress", progress).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Registers (or refreshes) a worker and its device.
+    pub async fn register_worker(
+        &self,
+        worker_id: &str,
+        hostname: &str,
+        device: &NewDevice,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.upsert_device(device).await?;
+        sqlx::query(
+            "INSERT INTO workers (id, device, hostname, last_seen_at_ms, created_at_ms)
+             VALUES ($1, $2, $3, $4, $4)
+             ON CONFLICT (id) DO UPDATE
+             SET device = excluded.device, hostname = excluded.hostname,
+                 last_seen_at_ms = excluded.last_seen_at_ms",
+        )
+        .bind(worker_id)
+        .bind(&device.fingerprint)
+        .bind(hostname)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The device fingerprint of a registered worker; `None` for an unknown worker.
+    pub async fn worker_device(&self, worker_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT device FROM workers WHERE id = $1")
+            .bind(worker_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    /// Notes that a worker was heard from.
+    pub async fn touch_worker(&self, worker_id: &str, now_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE workers SET last_seen_at_ms = $1 WHERE id = $2")
+            .bind(now_ms)
+            .bind(worker_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every registered worker: (id, device, hostname, last seen).
+    pub async fn list_workers(&self) -> Result<Vec<(String, String, String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT id, device, hostname, last_seen_at_ms FROM workers ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("device")?,
+                    r.try_get("hostname")?,
+                    r.try_get("last_seen_at_ms")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Every registered device.
+    pub async fn list_devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(concat!("SELECT ", device_columns!(), " FROM devices ORDER BY fingerprint"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    /// Searches that still propose or wait for results.
+    pub async fn active_searches(&self) -> Result<Vec<SearchRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            search_columns!(),
+            " FROM searches WHERE status IN ('pending', 'running') ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(search_from_row).collect()
+    }
+
+    /// Queued and leased trials across all searches (for metrics and long-polls).
+    pub async fn queue_depth(&self) -> Result<(i64, i64), StoreError> {
+        let rows = sqlx::query(
+            "SELECT state, COUNT(*) AS n FROM trials WHERE state IN ('queued', 'leased') GROUP BY state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let (mut queued, mut leased) = (0, 0);
+        for row in &rows {
+            let state: String = row.try_get("state")?;
+            let n: i64 = row.try_get("n")?;
+            if state == "queued" {
+                queued = n;
+            } else {
+                leased = n;
+            }
+        }
+        Ok((queued, leased))
+    }
+
+    /// Devices with at least one latency entry for a setting.
+    pub async fn devices_with_lut(&self, setting_key: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT device FROM lut_entries WHERE setting_key = $1 ORDER BY device",
+        )
+        .bind(setting_key)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 }
 
@@ -882,6 +1529,16 @@ fn candidate_from_row(row: &AnyRow) -> Result<CandidateRow, StoreError> {
         params: row.try_get("params")?,
         est_latency_ms: row.try_get("est_latency_ms")?,
         created_at_ms: row.try_get("created_at_ms")?,
+        status: row.try_get::<String, _>("status")?.parse()?,
+        rung: row.try_get("rung")?,
+        val_loss: row.try_get("val_loss")?,
+        ppl: row.try_get("ppl")?,
+        memory_bytes: row.try_get("memory_bytes")?,
+        feasible: row.try_get::<i64, _>("feasible")? != 0,
+        measured_latency_ms: row.try_get("measured_latency_ms")?,
+        metrics: optional_json_column(row, "metrics")?,
+        error: row.try_get("error")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
     })
 }
 

@@ -1,11 +1,14 @@
 //! The `frontier` command.
 //!
-//! One binary for every role: today `space` (inspect, sample, validate and export
-//! architectures), `train` (proxy-train one candidate) and `decode-bench` (measure its decode
-//! latency). Each subcommand lives in its own module; this file only parses arguments,
+//! One binary for every role: `run` (the whole system in one process), `serve` (the
+//! coordinator), `worker` (the pull loop), the client commands `submit`, `status`, `leaderboard`
+//! and `export`, `space` (inspect, sample, validate and export architectures), `train`
+//! (proxy-train one candidate) and `decode-bench` (measure its decode latency). Each subcommand lives in its own module; this file only parses arguments,
 //! dispatches, and turns errors into one clear message and a non-zero exit status (never a panic
 //! or a backtrace).
 
+mod run;
+mod service;
 mod space;
 mod train;
 
@@ -24,6 +27,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a whole search on this machine: store, coordinator, workers, latency table.
+    Run(run::RunArgs),
+    /// Run the coordinator (HTTP API, search driver, lease sweeper).
+    Serve(service::ServeArgs),
+    /// Pull proxy trainings from a coordinator and train them on this machine.
+    Worker(service::WorkerArgs),
+    /// Submit a search spec to a coordinator.
+    Submit(service::SubmitArgs),
+    /// Show a search's status and progress.
+    Status(service::StatusArgs),
+    /// Show a search's leaderboard.
+    Leaderboard(service::LeaderboardArgs),
+    /// Export a candidate (or a search's best) as a config.
+    Export(service::ExportArgs),
     /// Inspect, sample, validate and export architectures of the search space.
     #[command(subcommand)]
     Space(space::SpaceCommand),
@@ -36,6 +53,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Serve(args) => service::serve(args),
+        Command::Worker(args) => service::worker(args),
+        Command::Submit(args) => service::submit(args),
+        Command::Status(args) => service::status(args),
+        Command::Leaderboard(args) => service::leaderboard(args),
+        Command::Export(args) => service::export(args),
         Command::Space(cmd) => space::run(cmd),
         Command::Train(args) => train::train(args),
         Command::DecodeBench(args) => train::decode_bench(args),

@@ -20,6 +20,7 @@
 pub mod data;
 pub mod decode;
 pub mod model;
+pub mod pull;
 pub mod run;
 pub mod train;
 

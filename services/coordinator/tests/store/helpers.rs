@@ -97,6 +97,8 @@ pub fn candidate(n: i64) -> NewCandidate {
         hidden_size: 1024,
         params: 100_000_000 + n,
         est_latency_ms: Some(12.5),
+        memory_bytes: 1 << 30,
+        feasible: true,
     }
 }
 

@@ -14,6 +14,7 @@ mod catalog;
 mod connect;
 mod helpers;
 mod queue;
+mod searches;
 
 /// Generates `mod sqlite` and `mod postgres`, each with one `#[tokio::test]` per listed test body.
 macro_rules! on_both_backends {
@@ -39,6 +40,14 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends! {
+    searches::generation_records_members_and_queues_only_new_feasible_candidates,
+    searches::recording_a_generation_twice_is_refused,
+    searches::completed_trial_scores_its_candidate,
+    searches::a_late_lower_rung_result_never_overwrites_a_higher_one,
+    searches::retryable_failure_requeues_until_attempts_run_out,
+    searches::permanent_failure_fails_at_once,
+    searches::cancelling_a_search_fails_its_queued_work_once,
+    searches::leaderboard_pages_by_keyset_in_every_order,
     connect::migrations_run_twice_without_error,
     connect::store_reports_its_backend,
     catalog::upserting_a_device_updates_it_and_keeps_its_creation_time,

@@ -1,0 +1,158 @@
+//! Candidates: detail (layers, metrics, loss curve, lineage, trials) and export.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::Reader;
+use super::searches::entry;
+use super::{ApiError, AppState};
+use crate::store::CandidateRow;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/candidates/{id}", get(show))
+        .route("/api/v1/candidates/{id}/export", get(export))
+        .route("/api/v1/searches/{id}/best/export", get(export_best))
+}
+
+async fn get_row(state: &AppState, id: i64) -> Result<CandidateRow, ApiError> {
+    state
+        .store
+        .get_candidate(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("candidate {id} does not exist")))
+}
+
+async fn show(
+    _: Reader,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let c = get_row(&state, id).await?;
+    let arch: search_space::Architecture = serde_json::from_value(c.architecture.clone())
+        .map_err(|e| ApiError::Internal(format!("stored architecture does not parse: {e}")))?;
+    let layers: Vec<Value> = match arch.expand() {
+        Ok(model) => model
+            .layers
+            .iter()
+            .map(|l| json!({ "kind": l.kind().code(), "params": l.params(model.hidden_size), "spec": l }))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    // Lineage: parent, grandparent, ... (bounded: a chain in one search cannot be longer than it).
+    let mut lineage = Vec::new();
+    let mut parent = c.parent_id;
+    while let Some(pid) = parent {
+        if lineage.len() >= 1000 {
+            break;
+        }
+        let Some(p) = state.store.get_candidate(pid).await? else {
+            break;
+        };
+        parent = p.parent_id;
+        lineage.push(json!({ "id": p.id, "ppl": p.ppl, "mutation": p.mutation }));
+    }
+    let trials = state.store.candidate_trials(id).await?;
+    let loss_curve = c.metrics.as_ref().and_then(|m| m.get("loss_curve")).cloned().unwrap_or(Value::Null);
+    Ok(Json(json!({
+        "candidate": entry(&c),
+        "search_id": c.search_id,
+        "architecture": c.architecture,
+        "layers": layers,
+        "metrics": c.metrics,
+        "loss_curve": loss_curve,
+        "error": c.error,
+        "lineage": lineage,
+        "trials": trials,
+    })))
+}
+
+/// `?format=frontier|nemotron-flash`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// The exported document of a candidate in a format.
+pub fn export_document(c: &CandidateRow, format: &str) -> Result<Value, ApiError> {
+    let arch: search_space::Architecture = serde_json::from_value(c.architecture.clone())
+        .map_err(|e| ApiError::Internal(format!("stored architecture does not parse: {e}")))?;
+    match format {
+        "frontier" => serde_json::from_str(&arch.to_json()).map_err(|e| ApiError::Internal(e.to_string())),
+        "nemotron-flash" => {
+            let model = arch.expand().map_err(|e| ApiError::Internal(e.to_string()))?;
+            search_space::nemotron_flash::export(&model).map_err(|e| {
+                ApiError::field(
+                    "format",
+                    format!("candidate {} cannot be written as a Nemotron-Flash config: {e}", c.id),
+                )
+            })
+        }
+        other => Err(ApiError::BadRequest(format!(
+            "format: unknown `{other}`; expected frontier or nemotron-flash"
+        ))),
+    }
+}
+
+fn download(c: &CandidateRow, format: &str) -> Result<Response, ApiError> {
+    let doc = export_document(c, format)?;
+    let name = if format == "frontier" { "architecture.json" } else { "config.json" };
+    let body = serde_json::to_string_pretty(&doc).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename=\"candidate-{}-{name}\"", c.id)),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+async fn export(
+    _: Reader,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let c = get_row(&state, id).await?;
+    download(&c, params.format.as_deref().unwrap_or("frontier"))
+}
+
+/// The best feasible candidate of a search: the lowest perplexity at the highest rung.
+pub async fn best_candidate(state: &AppState, search_id: i64) -> Result<CandidateRow, ApiError> {
+    state
+        .store
+        .get_search(search_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("search {search_id} does not exist")))?;
+    let candidates = state.store.search_candidates(search_id).await?;
+    candidates
+        .into_iter()
+        .filter(|c| c.feasible && c.ppl.is_some() && c.status == crate::store::CandidateStatus::Done)
+        .min_by(|a, b| {
+            b.rung
+                .cmp(&a.rung)
+                .then(a.ppl.unwrap_or(f64::INFINITY).total_cmp(&b.ppl.unwrap_or(f64::INFINITY)))
+        })
+        .ok_or_else(|| ApiError::NotFound(format!("search {search_id} has no scored feasible candidate yet")))
+}
+
+async fn export_best(
+    _: Reader,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let c = best_candidate(&state, id).await?;
+    download(&c, params.format.as_deref().unwrap_or("frontier"))
+}

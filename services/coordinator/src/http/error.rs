@@ -1,0 +1,123 @@
+//! The coordinator's one HTTP error type: every 4xx carries a JSON [`ErrorBody`] naming the
+//! problem (and, for validation, each field's path); a 5xx logs its cause and says only that
+//! something went wrong inside.
+
+use api::{ErrorBody, FieldProblem};
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use search_space::{ParseError, ValidationErrors};
+
+use crate::search::DriverError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not JSON at all.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// The body parsed but a field has the wrong type, an unknown name or an invalid value.
+    #[error("invalid request")]
+    Invalid(Vec<FieldProblem>),
+    /// A query parameter is wrong.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or unknown bearer token")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn field(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldProblem { path: path.into(), message: message.into() }])
+    }
+}
+
+impl From<ValidationErrors> for ApiError {
+    fn from(e: ValidationErrors) -> Self {
+        Self::Invalid(e.0.into_iter().map(|f| FieldProblem { path: f.path, message: f.message }).collect())
+    }
+}
+
+impl From<ParseError> for ApiError {
+    fn from(e: ParseError) -> Self {
+        match e {
+            ParseError::Syntax { path, message } => Self::Invalid(vec![FieldProblem { path, message }]),
+            ParseError::Invalid(v) => v.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::StaleLease { trial_id } => Self::Conflict(format!(
+                "lease on trial {trial_id} is stale: it expired and was handed to another worker, or the trial ended"
+            )),
+            StoreError::Connect { .. } => Self::Unavailable(e),
+            StoreError::Database(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
+            ) => Self::Unavailable(e),
+            other => Self::Internal(format!("{other}: {:?}", std::error::Error::source(&other))),
+        }
+    }
+}
+
+impl From<DriverError> for ApiError {
+    fn from(e: DriverError) -> Self {
+        match e {
+            DriverError::Store(s) => s.into(),
+            DriverError::NoSuchSearch(id) => Self::NotFound(format!("search {id} does not exist")),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status_code();
+        let body = match &self {
+            Self::Invalid(fields) => {
+                let summary = fields.iter().map(|f| format!("{}: {}", f.path, f.message)).collect::<Vec<_>>();
+                ErrorBody {
+                    error: format!("invalid request: {}", summary.join("; ")),
+                    fields: fields.clone(),
+                }
+            }
+            Self::Internal(cause) => {
+                tracing::error!(%cause, "internal error");
+                ErrorBody { error: "internal error".into(), fields: Vec::new() }
+            }
+            Self::Unavailable(cause) => {
+                tracing::error!(error = %cause, "database unavailable");
+                ErrorBody { error: self.to_string(), fields: Vec::new() }
+            }
+            other => ErrorBody { error: other.to_string(), fields: Vec::new() },
+        };
+        (status, Json(body)).into_response()
+    }
+}

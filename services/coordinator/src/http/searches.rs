@@ -1,0 +1,282 @@
+//! Searches: create (admin), list, get, cancel (admin), leaderboard, Pareto front.
+
+use api::SearchSpec;
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Router, response::IntoResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::auth::{Admin, Reader};
+use super::{ApiError, AppState, JsonBody, Metrics};
+use crate::pareto;
+use crate::store::{CandidateRow, LeaderboardQuery, SearchRow, SortKey};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/searches", post(create).get(list))
+        .route("/api/v1/searches/{id}", get(show))
+        .route("/api/v1/searches/{id}/cancel", post(cancel))
+        .route("/api/v1/searches/{id}/leaderboard", get(leaderboard))
+        .route("/api/v1/searches/{id}/pareto", get(pareto_front))
+}
+
+/// A search as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct SearchView {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub algorithm: String,
+    pub error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub progress: crate::store::SearchProgress,
+    pub spec: Value,
+}
+
+async fn view(state: &AppState, row: SearchRow) -> Result<SearchView, ApiError> {
+    let progress = state.store.search_progress(row.id).await?;
+    let error = state.store.search_error(row.id).await?;
+    let algorithm = row.spec.pointer("/algorithm/kind").and_then(Value::as_str).unwrap_or("").to_owned();
+    Ok(SearchView {
+        id: row.id,
+        name: row.name,
+        status: row.status,
+        algorithm,
+        error,
+        created_at_ms: row.created_at_ms,
+        updated_at_ms: row.updated_at_ms,
+        progress,
+        spec: row.spec,
+    })
+}
+
+/// Validates a spec fully, including that the latency table it needs exists.
+pub async fn check_spec(state: &AppState, spec: &SearchSpec) -> Result<(), ApiError> {
+    spec.validate()?;
+    let setting = spec.target.deployment().map_err(|e| ApiError::field("target.setting", e.reason))?;
+    let needs_table =
+        spec.target.latency_budget_ms.is_some() || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. });
+    if needs_table {
+        match crate::latency::load(&state.store, spec.target.device.as_deref(), &setting).await? {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(ApiError::field(
+                    "target",
+                    format!(
+                        "no latency table for setting `{}`{}; profile one first (`frontier lut profile --setting {}`)",
+                        setting.key(),
+                        spec.target
+                            .device
+                            .as_deref()
+                            .map(|d| format!(" on device `{d}`"))
+                            .unwrap_or_default(),
+                        setting.key()
+                    ),
+                ));
+            }
+            Err(reason) => return Err(ApiError::field("target.device", reason)),
+        }
+    }
+    Ok(())
+}
+
+async fn create(
+    _: Admin,
+    State(state): State<AppState>,
+    JsonBody(spec): JsonBody<SearchSpec>,
+) -> Result<impl IntoResponse, ApiError> {
+    check_spec(&state, &spec).await?;
+    let value = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let row = state.store.create_search(&spec.name, &value).await?;
+    Metrics::add(&state.metrics.searches_created, 1);
+    // Record the first generation now, so the caller sees queued trials in the response.
+    state.driver.step(row.id).await?;
+    state.work_queued.notify_waiters();
+    state.search_changed.notify_one();
+    let row =
+        state.store.get_search(row.id).await?.ok_or_else(|| ApiError::Internal("search vanished".into()))?;
+    Ok((StatusCode::CREATED, Json(view(&state, row).await?)))
+}
+
+async fn list(_: Reader, State(state): State<AppState>) -> Result<Json<Vec<SearchView>>, ApiError> {
+    let mut out = Vec::new();
+    for row in state.store.list_searches().await? {
+        out.push(view(&state, row).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn get_row(state: &AppState, id: i64) -> Result<SearchRow, ApiError> {
+    state.store.get_search(id).await?.ok_or_else(|| ApiError::NotFound(format!("search {id} does not exist")))
+}
+
+async fn show(
+    _: Reader,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<SearchView>, ApiError> {
+    let row = get_row(&state, id).await?;
+    Ok(Json(view(&state, row).await?))
+}
+
+async fn cancel(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<SearchView>, ApiError> {
+    let row = get_row(&state, id).await?;
+    if !state.store.cancel_search(id).await? {
+        return Err(ApiError::Conflict(format!("search {id} has already ended ({})", row.status)));
+    }
+    let row = get_row(&state, id).await?;
+    Ok(Json(view(&state, row).await?))
+}
+
+/// Leaderboard query parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderboardParams {
+    #[serde(default)]
+    pub sort: Option<String>,
+    #[serde(default)]
+    pub order: Option<String>,
+    #[serde(default)]
+    pub feasible: Option<bool>,
+    #[serde(default)]
+    pub limit: Option<i64>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// One leaderboard row.
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub id: i64,
+    pub arch_hash: String,
+    pub name: Option<String>,
+    /// Operator codes, e.g. `D F M2 F A F`.
+    pub pattern: String,
+    pub hidden_size: i64,
+    pub params: i64,
+    pub est_latency_ms: Option<f64>,
+    pub measured_latency_ms: Option<f64>,
+    pub memory_bytes: i64,
+    pub ppl: Option<f64>,
+    pub val_loss: Option<f64>,
+    pub rung: i64,
+    pub feasible: bool,
+    pub status: crate::store::CandidateStatus,
+    pub parent_id: Option<i64>,
+    pub mutation: Option<String>,
+    pub accuracy: Option<Value>,
+}
+
+pub fn entry(c: &CandidateRow) -> Entry {
+    let arch: Option<search_space::Architecture> = serde_json::from_value(c.architecture.clone()).ok();
+    let pattern = arch
+        .as_ref()
+        .map(|a| a.operators().iter().map(|o| o.code()).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    Entry {
+        id: c.id,
+        arch_hash: c.arch_hash.clone(),
+        name: arch.and_then(|a| a.name),
+        pattern,
+        hidden_size: c.hidden_size,
+        params: c.params,
+        est_latency_ms: c.est_latency_ms,
+        measured_latency_ms: c.measured_latency_ms,
+        memory_bytes: c.memory_bytes,
+        ppl: c.ppl,
+        val_loss: c.val_loss,
+        rung: c.rung,
+        feasible: c.feasible,
+        status: c.status,
+        parent_id: c.parent_id,
+        mutation: c.mutation.clone(),
+        accuracy: c.metrics.as_ref().and_then(|m| m.get("accuracy")).filter(|a| !a.is_null()).cloned(),
+    }
+}
+
+/// Parses leaderboard parameters, naming the bad one.
+pub fn leaderboard_query(p: &LeaderboardParams) -> Result<LeaderboardQuery, ApiError> {
+    let sort = match p.sort.as_deref().unwrap_or("ppl") {
+        "ppl" => SortKey::Ppl,
+        "latency" => SortKey::Latency,
+        "params" => SortKey::Params,
+        "memory" => SortKey::Memory,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "sort: unknown key `{other}`; expected ppl, latency, params or memory"
+            )));
+        }
+    };
+    let descending = match p.order.as_deref().unwrap_or("asc") {
+        "asc" => false,
+        "desc" => true,
+        other => return Err(ApiError::BadRequest(format!("order: expected asc or desc, got `{other}`"))),
+    };
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(format!("limit: must be in 1..=1000, got {limit}")));
+    }
+    let after = match &p.cursor {
+        None => None,
+        Some(c) => {
+            let bad = || ApiError::BadRequest(format!("cursor: `{c}` is not a cursor from a previous page"));
+            let (value, id) = c.split_once('_').ok_or_else(bad)?;
+            Some((value.parse::<f64>().map_err(|_| bad())?, id.parse::<i64>().map_err(|_| bad())?))
+        }
+    };
+    Ok(LeaderboardQuery { sort, descending, feasible_only: p.feasible.unwrap_or(false), limit, after })
+}
+
+fn sort_value(c: &CandidateRow, sort: SortKey) -> f64 {
+    match sort {
+        SortKey::Ppl => c.ppl.unwrap_or(f64::NAN),
+        SortKey::Latency => c.est_latency_ms.unwrap_or(f64::NAN),
+        SortKey::Params => c.params as f64,
+        SortKey::Memory => c.memory_bytes as f64,
+    }
+}
+
+async fn leaderboard(
+    _: Reader,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    params: Result<Query<LeaderboardParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let query = leaderboard_query(&params)?;
+    get_row(&state, id).await?;
+    let rows = state.store.leaderboard(id, &query).await?;
+    let next_cursor = if rows.len() as i64 == query.limit {
+        rows.last().map(|c| format!("{}_{}", sort_value(c, query.sort), c.id))
+    } else {
+        None
+    };
+    let items: Vec<Entry> = rows.iter().map(entry).collect();
+    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+}
+
+async fn pareto_front(
+    _: Reader,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let row = get_row(&state, id).await?;
+    let budget = row.spec.pointer("/target/latency_budget_ms").and_then(Value::as_f64);
+    let candidates = state.store.search_candidates(id).await?;
+    let front = pareto::front(&candidates);
+    let front: Vec<Entry> = front.into_iter().map(entry).collect();
+    let points: Vec<Value> = candidates
+        .iter()
+        .filter(|c| c.ppl.is_some() && c.est_latency_ms.is_some())
+        .map(|c| json!({ "id": c.id, "ppl": c.ppl, "latency_ms": c.est_latency_ms, "feasible": c.feasible }))
+        .collect();
+    Ok(Json(json!({ "latency_budget_ms": budget, "front": front, "points": points })))
+}

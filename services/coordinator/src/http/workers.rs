@@ -1,0 +1,216 @@
+//! The worker protocol: register, lease (long-poll), heartbeat, complete, fail. Every call needs
+//! the worker token; heartbeats and results are fenced by the lease token (409 when stale).
+
+use std::time::{Duration, Instant};
+
+use api::{
+    CompleteTrial, FailTrial, Heartbeat, HeartbeatAck, LeaseGrant, LeaseRequest, RegisterWorker, Registered,
+    SearchSpec, TrialJob,
+};
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::json;
+
+use super::auth::WorkerAuth;
+use super::{ApiError, AppState, JsonBody, Metrics, now_ms};
+use crate::store::{Lease, NewDevice, TrialResult};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/workers/register", post(register))
+        .route("/api/v1/workers/lease", post(lease))
+        .route("/api/v1/trials/{id}/heartbeat", post(heartbeat))
+        .route("/api/v1/trials/{id}/complete", post(complete))
+        .route("/api/v1/trials/{id}/fail", post(fail))
+}
+
+fn check_id(path: &str, value: &str) -> Result<(), ApiError> {
+    if value.trim().is_empty() || value.len() > 200 {
+        return Err(ApiError::field(path, "must be 1 to 200 characters"));
+    }
+    Ok(())
+}
+
+async fn register(
+    _: WorkerAuth,
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<RegisterWorker>,
+) -> Result<Json<Registered>, ApiError> {
+    check_id("worker_id", &req.worker_id)?;
+    check_id("device.fingerprint", &req.device.fingerprint)?;
+    let device = NewDevice {
+        fingerprint: req.device.fingerprint.clone(),
+        name: req.device.name.clone(),
+        kind: req.device.kind.clone(),
+        info: req.device.info.clone(),
+    };
+    state.store.register_worker(&req.worker_id, &req.hostname, &device, now_ms()).await?;
+    let ttl = state.config.lease_ttl;
+    Ok(Json(Registered {
+        worker_id: req.worker_id,
+        lease_ttl_ms: ttl.as_millis() as u64,
+        heartbeat_interval_ms: (ttl / 4).as_millis() as u64,
+    }))
+}
+
+async fn lease(
+    _: WorkerAuth,
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<LeaseRequest>,
+) -> Result<Response, ApiError> {
+    check_id("worker_id", &req.worker_id)?;
+    if state.store.worker_device(&req.worker_id).await?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "worker `{}` is not registered; POST /api/v1/workers/register first",
+            req.worker_id
+        )));
+    }
+    let wait = Duration::from_millis(req.wait_ms).min(state.config.max_long_poll);
+    let deadline = Instant::now() + wait;
+    let ttl_ms = state.config.lease_ttl.as_millis() as i64;
+    loop {
+        // Register interest before looking, so a trial queued between the look and the wait
+        // still wakes this request.
+        let notified = state.work_queued.notified();
+        if let Some(lease) = state.store.lease_trial(&req.worker_id, now_ms(), ttl_ms).await? {
+            Metrics::add(&state.metrics.leases_granted, 1);
+            state.store.touch_worker(&req.worker_id, now_ms()).await?;
+            let grant = grant(&state, lease).await?;
+            return Ok(Json(grant).into_response());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+        // Wake on new work, or poll again shortly: work queued by another coordinator process
+        // does not notify this one.
+        let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(500)), notified).await;
+    }
+}
+
+/// Assembles what the worker needs to train a leased trial.
+async fn grant(state: &AppState, lease: Lease) -> Result<LeaseGrant, ApiError> {
+    let search = state
+        .store
+        .get_search(lease.search_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal(format!("trial {} names a missing search", lease.trial_id)))?;
+    let spec: SearchSpec = serde_json::from_value(search.spec)
+        .map_err(|e| ApiError::Internal(format!("stored spec does not parse: {e}")))?;
+    let candidate =
+        state.store.get_candidate(lease.candidate_id).await?.ok_or_else(|| {
+            ApiError::Internal(format!("trial {} names a missing candidate", lease.trial_id))
+        })?;
+    let mut architecture: search_space::Architecture = serde_json::from_value(candidate.architecture)
+        .map_err(|e| ApiError::Internal(format!("stored architecture does not parse: {e}")))?;
+    if let Some(m) = spec.proxy.meta_tokens {
+        architecture.model.meta_tokens = m;
+    }
+    Ok(LeaseGrant {
+        trial_id: lease.trial_id,
+        search_id: lease.search_id,
+        candidate_id: lease.candidate_id,
+        attempt: lease.attempt,
+        lease_token: lease.lease_token,
+        lease_expires_at_ms: lease.lease_expires_at_ms,
+        job: TrialJob {
+            architecture,
+            budget_tokens: lease.budget_tokens as u64,
+            seed: crate::search::training_seed(spec.seed, &candidate.arch_hash),
+            measure_latency: spec.proxy.measure_latency.then(|| spec.target.setting.clone()),
+            proxy: spec.proxy,
+        },
+    })
+}
+
+async fn heartbeat(
+    _: WorkerAuth,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    JsonBody(req): JsonBody<Heartbeat>,
+) -> Result<Json<HeartbeatAck>, ApiError> {
+    let now = now_ms();
+    let ttl_ms = state.config.lease_ttl.as_millis() as i64;
+    let expires = match state.store.heartbeat(id, &req.lease_token, now, ttl_ms).await {
+        Ok(e) => e,
+        Err(e) => return Err(stale_or(&state, id, e).await),
+    };
+    if let Some(p) = req.progress {
+        let payload = serde_json::to_value(p).unwrap_or_default();
+        state.store.record_progress(id, now, &payload).await?;
+    }
+    let trial = state.store.get_trial(id).await?;
+    let cancel = match trial {
+        Some(t) => state.store.get_search(t.search_id).await?.is_some_and(|s| s.status == "cancelled"),
+        None => false,
+    };
+    Ok(Json(HeartbeatAck { lease_expires_at_ms: expires, cancel }))
+}
+
+/// A store error for a fenced call: 404 for a trial that does not exist, else as usual (409 for
+/// a stale lease).
+async fn stale_or(state: &AppState, id: i64, e: crate::store::StoreError) -> ApiError {
+    if matches!(e, crate::store::StoreError::StaleLease { .. }) {
+        Metrics::add(&state.metrics.stale_results_refused, 1);
+        if let Ok(None) = state.store.get_trial(id).await {
+            return ApiError::NotFound(format!("trial {id} does not exist"));
+        }
+    }
+    e.into()
+}
+
+async fn complete(
+    _: WorkerAuth,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    JsonBody(req): JsonBody<CompleteTrial>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = &req.metrics;
+    if m.outcome != "completed" && m.outcome != "diverged" {
+        return Err(ApiError::field(
+            "metrics.outcome",
+            format!("must be completed or diverged, got `{}`", m.outcome),
+        ));
+    }
+    if m.measured_latency_ms.is_some_and(|l| !(l.is_finite() && l > 0.0)) {
+        return Err(ApiError::field(
+            "metrics.measured_latency_ms",
+            "must be a positive number of milliseconds",
+        ));
+    }
+    let (val_loss, ppl) = if m.outcome == "diverged" { (f64::NAN, f64::NAN) } else { (m.val_loss, m.ppl) };
+    let result = TrialResult {
+        val_loss,
+        ppl,
+        result_json: serde_json::to_value(m).unwrap_or_default(),
+        measured_latency_ms: m.measured_latency_ms,
+    };
+    let trial = match state.store.complete_trial(id, &req.lease_token, &result, now_ms()).await {
+        Ok(t) => t,
+        Err(e) => return Err(stale_or(&state, id, e).await),
+    };
+    Metrics::add(&state.metrics.trials_completed, 1);
+    state.search_changed.notify_one();
+    Ok(Json(json!({ "trial_id": trial.id, "state": trial.state })))
+}
+
+async fn fail(
+    _: WorkerAuth,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    JsonBody(req): JsonBody<FailTrial>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let error: String = req.error.chars().take(4000).collect();
+    let trial = match state.store.fail_trial(id, &req.lease_token, &error, req.retryable, now_ms()).await {
+        Ok(t) => t,
+        Err(e) => return Err(stale_or(&state, id, e).await),
+    };
+    Metrics::add(&state.metrics.trials_failed, 1);
+    state.work_queued.notify_waiters();
+    state.search_changed.notify_one();
+    Ok(Json(json!({ "trial_id": trial.id, "state": trial.state })))
+}

@@ -1,0 +1,321 @@
+//! The search driver: turns an engine's proposals into candidates and trials, and results back
+//! into the engine's history.
+//!
+//! # Runtime model
+//! [`SearchDriver::step`] is one idempotent pass over one search, driven by the coordinator's
+//! background loop (and called directly by tests):
+//!
+//! 1. Read the search's generations and trials from the store.
+//! 2. If the newest generation still has trials queued or leased, wait.
+//! 3. With successive halving, when a rung of the newest generation is finished, queue the next
+//!    rung for the best `1/eta` of it (see [`crate::engine::halving`]).
+//! 4. When the generation is finished, ask the engine for the next one: choose each proposal's
+//!    width with the latency table, estimate latency and decode memory, and record the whole
+//!    generation (candidates deduplicated by canonical hash, members, rung-0 trials) in one
+//!    transaction. An engine with nothing left to propose completes the search.
+//!
+//! Everything the step needs is in the store, so a restarted coordinator simply resumes stepping.
+//! Two coordinators stepping one search cannot both record generation `g`: the members table's
+//! primary key (search, generation, slot) refuses the second.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use api::{SearchSpec, WidthMode};
+use lut::DeploymentSetting;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use search_space::{Architecture, ModelSpec, Topology};
+
+use crate::engine::{self, EngineContext, History, Member, Objectives, halving};
+use crate::latency::{self, LatencyModel};
+use crate::store::{
+    CandidateRow, CandidateStatus, MemberRow, NewCandidate, NewMember, Store, StoreError, TrialState,
+};
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepOutcome {
+    /// The search has ended (completed, cancelled or failed) before this step.
+    Ended,
+    /// Trials of the newest generation are still queued or running.
+    Waiting,
+    /// Queued the next successive-halving rung for these candidates.
+    Promoted { rung: i64, candidates: Vec<i64> },
+    /// Recorded generation `generation` with this many members (`new` of them new candidates).
+    Proposed { generation: i64, members: usize, new: usize },
+    /// The engine has nothing left to propose; the search is complete.
+    Completed,
+    /// The search cannot go on (no latency table for its budget, a stored spec that no longer
+    /// parses); it is marked failed with this reason.
+    Failed(String),
+}
+
+/// Why a step could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("search {0} does not exist")]
+    NoSuchSearch(i64),
+}
+
+/// Steps searches.
+#[derive(Debug, Clone)]
+pub struct SearchDriver {
+    store: Store,
+}
+
+impl SearchDriver {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// One pass over search `search_id`; see the module doc.
+    #[tracing::instrument(skip_all, fields(search_id = search_id), err)]
+    pub async fn step(&self, search_id: i64) -> Result<StepOutcome, DriverError> {
+        let search = self.store.get_search(search_id).await?.ok_or(DriverError::NoSuchSearch(search_id))?;
+        if !matches!(search.status.as_str(), "pending" | "running") {
+            return Ok(StepOutcome::Ended);
+        }
+        let spec: SearchSpec = match serde_json::from_value(search.spec.clone()) {
+            Ok(spec) => spec,
+            Err(e) => return self.fail(search_id, format!("stored spec does not parse: {e}")).await,
+        };
+        let members = self.store.search_members(search_id).await?;
+        let trials = self.store.search_trials(search_id).await?;
+        let generations = members.last().map_or(0, |m| m.generation + 1);
+
+        if let Some(last) = generations.checked_sub(1) {
+            // Candidates first trained in the newest generation (a reused candidate is not retrained).
+            let first_seen = first_generation(&members);
+            let newest: BTreeSet<i64> = members
+                .iter()
+                .filter(|m| m.generation == last && first_seen.get(&m.candidate.id) == Some(&last))
+                .map(|m| m.candidate.id)
+                .collect();
+            let mut by_rung: BTreeMap<i64, Vec<&crate::store::TrialRow>> = BTreeMap::new();
+            for t in trials.iter().filter(|t| newest.contains(&t.candidate_id)) {
+                by_rung.entry(t.rung).or_default().push(t);
+            }
+            if by_rung.values().flatten().any(|t| matches!(t.state, TrialState::Queued | TrialState::Leased))
+            {
+                return Ok(StepOutcome::Waiting);
+            }
+            if let (Some(h), Some((&rung, rung_trials))) = (spec.halving, by_rung.last_key_value())
+                && rung + 1 < i64::from(h.rungs)
+            {
+                let results: Vec<halving::RungResult> = rung_trials
+                    .iter()
+                    .map(|t| halving::RungResult {
+                        candidate_id: t.candidate_id,
+                        ppl: if t.state == TrialState::Done { t.ppl } else { None },
+                    })
+                    .collect();
+                let promoted = halving::promote(&results, h.eta);
+                if !promoted.is_empty() {
+                    let next = rung + 1;
+                    let budget = h.budget(spec.proxy.tokens, next as u32) as i64;
+                    for &id in &promoted {
+                        self.store.promote(search_id, id, next, budget, i64::from(spec.max_attempts)).await?;
+                    }
+                    return Ok(StepOutcome::Promoted { rung: next, candidates: promoted });
+                }
+            }
+        }
+
+        // The newest generation is finished: propose the next.
+        let setting: DeploymentSetting = match spec.target.deployment() {
+            Ok(s) => s,
+            Err(e) => return self.fail(search_id, e.to_string()).await,
+        };
+        let latency = match latency::load(&self.store, spec.target.device.as_deref(), &setting).await? {
+            Ok(model) => model,
+            Err(reason) => return self.fail(search_id, reason).await,
+        };
+        if latency.is_none() && needs_latency(&spec) {
+            let hint = format!(
+                "no latency table for setting `{}`{}: profile one with `frontier lut profile --setting {}`",
+                setting.key(),
+                spec.target.device.as_deref().map(|d| format!(" on device `{d}`")).unwrap_or_default(),
+                setting.key()
+            );
+            return self.fail(search_id, hint).await;
+        }
+        let ctx = engine_context(&spec)?;
+        let history = history(&members);
+        let engine = engine::engine_for(&spec.algorithm);
+        let mut rng = generation_rng(spec.seed, generations);
+        let proposals = match engine.propose(&ctx, &history, &mut rng) {
+            Ok(p) => p,
+            Err(e) => return self.fail(search_id, e.to_string()).await,
+        };
+        if proposals.is_empty() {
+            self.store.set_search_status(search_id, "completed", None).await?;
+            return Ok(StepOutcome::Completed);
+        }
+        let mut new_members = Vec::with_capacity(proposals.len());
+        for p in &proposals {
+            match candidate_for(&spec, &setting, latency.as_deref(), p) {
+                Ok(candidate) => new_members.push(NewMember {
+                    candidate,
+                    parents: p.parents.clone(),
+                    origin: p.origin.clone(),
+                }),
+                Err(reason) => return self.fail(search_id, reason).await,
+            }
+        }
+        let first_budget = spec.halving.map_or(spec.proxy.tokens, |h| h.budget(spec.proxy.tokens, 0)) as i64;
+        let added = self
+            .store
+            .add_generation(search_id, generations, &new_members, first_budget, i64::from(spec.max_attempts))
+            .await?;
+        let new = added.iter().filter(|(_, inserted)| *inserted).count();
+        Ok(StepOutcome::Proposed { generation: generations, members: added.len(), new })
+    }
+
+    async fn fail(&self, search_id: i64, reason: String) -> Result<StepOutcome, DriverError> {
+        tracing::warn!(search_id, %reason, "search failed");
+        self.store.set_search_status(search_id, "failed", Some(&reason)).await?;
+        Ok(StepOutcome::Failed(reason))
+    }
+}
+
+/// A budget, or an objective that is latency, needs the table.
+fn needs_latency(spec: &SearchSpec) -> bool {
+    spec.target.latency_budget_ms.is_some() || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. })
+}
+
+/// The RNG of generation `generation`: a pure function of the search seed, so a resumed search
+/// proposes what the uninterrupted one would have.
+pub fn generation_rng(seed: u64, generation: i64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(generation as u64);
+    rng
+}
+
+fn engine_context(spec: &SearchSpec) -> Result<EngineContext, DriverError> {
+    // Seeds were checked when the search was created; one that no longer resolves is skipped
+    // rather than failing a running search.
+    let seeds = spec.seeds.iter().filter_map(|s| spec.seed_genome(s).ok()).collect();
+    Ok(EngineContext { space: spec.space.clone(), seeds, evolve_width: spec.width == WidthMode::Evolved })
+}
+
+fn first_generation(members: &[MemberRow]) -> BTreeMap<i64, i64> {
+    let mut first = BTreeMap::new();
+    for m in members {
+        first.entry(m.candidate.id).or_insert(m.generation);
+    }
+    first
+}
+
+/// The engine's view of the stored generations.
+pub fn history(members: &[MemberRow]) -> History {
+    let mut history = History::default();
+    for m in members {
+        let Some(member) = member_of(&m.candidate) else {
+            continue;
+        };
+        let g = m.generation as usize;
+        while history.generations.len() <= g {
+            history.generations.push(Vec::new());
+        }
+        history.generations[g].push(member);
+    }
+    history
+}
+
+fn member_of(c: &CandidateRow) -> Option<Member> {
+    let arch: Architecture = serde_json::from_value(c.architecture.clone()).ok()?;
+    let Topology::Genome(genome) = arch.topology else {
+        return None;
+    };
+    let objectives = match (c.status, c.ppl) {
+        (CandidateStatus::Done, Some(ppl)) => Some(Objectives {
+            ppl,
+            latency_ms: c.est_latency_ms.unwrap_or(0.0),
+            memory_bytes: c.memory_bytes as f64,
+        }),
+        _ => None,
+    };
+    Some(Member {
+        candidate_id: c.id,
+        genome,
+        hidden_size: c.hidden_size as u32,
+        objectives,
+        rung: c.rung.max(0) as u32,
+        feasible: c.feasible,
+    })
+}
+
+/// Dimensions, scores and records one proposal.
+fn candidate_for(
+    spec: &SearchSpec,
+    setting: &DeploymentSetting,
+    latency: Option<&dyn LatencyModel>,
+    proposal: &engine::Proposal,
+) -> Result<NewCandidate, String> {
+    let budget = spec.target.latency_budget_ms;
+    let widths: Vec<u32> = match proposal.hidden_size {
+        Some(h) => vec![h],
+        None => {
+            let mut w = spec.space.hidden_sizes.clone();
+            w.sort_unstable_by(|a, b| b.cmp(a));
+            w
+        }
+    };
+    // The paper's rule: the widest model that meets the budget. Without a fitting width the
+    // candidate is recorded at the narrowest width as infeasible.
+    let mut chosen = None;
+    for &h in &widths {
+        let arch = Architecture::from_genome(spec.model.with_hidden_size(h), proposal.genome.clone());
+        let model = arch.expand().map_err(|e| format!("proposal does not expand: {e}"))?;
+        let est = match latency {
+            Some(l) => Some(l.estimate_ms(&model)?),
+            None => None,
+        };
+        let fits = match (budget, est) {
+            (Some(b), Some(e)) => e <= b,
+            _ => true,
+        };
+        let last = h == *widths.last().unwrap_or(&h);
+        if fits || last {
+            chosen = Some((arch, model, est, fits));
+            break;
+        }
+    }
+    let (arch, model, est, feasible) =
+        chosen.ok_or_else(|| "the search space has no hidden sizes".to_owned())?;
+    let mut candidate = new_candidate(&arch, &model, setting, est, feasible);
+    candidate.parent_id = proposal.parents.first().copied();
+    candidate.mutation = Some(proposal.origin.clone());
+    Ok(candidate)
+}
+
+fn new_candidate(
+    arch: &Architecture,
+    model: &ModelSpec,
+    setting: &DeploymentSetting,
+    est_latency_ms: Option<f64>,
+    feasible: bool,
+) -> NewCandidate {
+    let memory = model.decode_memory(u64::from(setting.batch_size), setting.context_tokens(), setting.dtype);
+    let weights = model.params().total * setting.dtype.bytes();
+    NewCandidate {
+        arch_hash: model.canonical_hash().0,
+        architecture: serde_json::to_value(arch).unwrap_or_default(),
+        parent_id: None,
+        mutation: None,
+        hidden_size: i64::from(model.hidden_size),
+        params: model.params().total as i64,
+        est_latency_ms,
+        memory_bytes: (memory.total_bytes + weights) as i64,
+        feasible,
+    }
+}
+
+/// The seed a candidate's proxy training uses: the same for every rung and every attempt, so a
+/// retried or promoted trial trains the same model on the same batches.
+pub fn training_seed(search_seed: u64, arch_hash: &str) -> u64 {
+    let prefix = arch_hash.get(..16).and_then(|h| u64::from_str_radix(h, 16).ok()).unwrap_or(0);
+    prefix ^ search_seed
+}

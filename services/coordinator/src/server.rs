@@ -1,0 +1,115 @@
+//! The running coordinator: the HTTP server bound to a listener, and the background loop that
+//! reclaims expired leases and steps active searches.
+//!
+//! [`Application::build`] binds (port 0 works, for tests) and [`Application::run_until_stopped`]
+//! serves until the given shutdown future resolves, then drains in-flight requests.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::http::{self, ApiConfig, AppState, Metrics, now_ms};
+use crate::search::StepOutcome;
+use crate::store::Store;
+
+/// A coordinator ready to serve.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    tick: Duration,
+}
+
+impl Application {
+    /// Binds `addr` and prepares the state; nothing runs until [`Application::run_until_stopped`].
+    pub async fn build(store: Store, config: ApiConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self { listener, state: AppState::new(store, config), tick: Duration::from_millis(1000) })
+    }
+
+    /// How often the background loop runs when nothing wakes it.
+    pub fn with_tick(mut self, tick: Duration) -> Self {
+        self.tick = tick;
+        self
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves the API and runs the background loop until `shutdown` resolves.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let background = tokio::spawn(background_loop(self.state.clone(), self.tick));
+        let app = http::app(self.state.clone());
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        background.abort();
+        served
+    }
+}
+
+/// Resolves on ctrl-c or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+/// Reclaims expired leases and steps every active search, on every tick and whenever a result
+/// arrives. Errors are logged and retried next tick: a database blip must not stop the service.
+pub async fn background_loop(state: AppState, tick: Duration) {
+    loop {
+        if let Err(e) = background_step(&state).await {
+            tracing::warn!(error = %e, "background step failed; retrying");
+        }
+        let _ = tokio::time::timeout(tick, state.search_changed.notified()).await;
+    }
+}
+
+/// One pass of the background loop: the step tests call.
+pub async fn background_step(state: &AppState) -> Result<(), crate::search::DriverError> {
+    let reclaimed = state.store.reclaim_expired(now_ms()).await?;
+    if reclaimed > 0 {
+        Metrics::add(&state.metrics.leases_reclaimed, reclaimed);
+        state.work_queued.notify_waiters();
+    }
+    for search in state.store.active_searches().await? {
+        // A generation of duplicates is complete at once; keep stepping until the search waits.
+        for _ in 0..1000 {
+            match state.driver.step(search.id).await? {
+                StepOutcome::Proposed { .. } | StepOutcome::Promoted { .. } => {
+                    state.work_queued.notify_waiters()
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,61 @@
+//! The HTTP API, driven in-process through `app(state).oneshot(...)` against a real store (a
+//! SQLite file, or a fresh Postgres database): auth, validation, the worker protocol and its
+//! fencing, searches run to completion by simulated workers, and a restart mid-search.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "test bodies are plain async fns wrapped by a macro, which `allow-unwrap-in-tests` \
+              does not recognise as tests"
+)]
+
+#[path = "../store/helpers.rs"]
+#[allow(dead_code, reason = "shared with the store tests; not every helper is used here")]
+mod helpers;
+mod protocol;
+mod requests;
+mod searches;
+
+/// Generates `mod sqlite` and `mod postgres`, each with one `#[tokio::test]` per listed test body.
+macro_rules! on_both_backends {
+    ($($module:ident :: $test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    crate::helpers::with_sqlite(crate::$module::$test).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    crate::helpers::with_postgres(stringify!($test), crate::$module::$test).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends! {
+    requests::mutating_search_endpoints_need_the_admin_token,
+    requests::worker_endpoints_need_the_worker_token,
+    requests::malformed_json_is_a_400_and_a_wrong_field_a_422_with_its_path,
+    requests::an_invalid_spec_is_refused_with_every_problem_and_its_path,
+    requests::a_latency_budget_without_a_latency_table_is_refused,
+    requests::unknown_ids_are_404_and_cancelling_twice_is_409,
+    requests::oversized_bodies_are_413,
+    requests::bad_leaderboard_parameters_name_the_parameter,
+    requests::every_documented_operation_is_served,
+    requests::health_readiness_and_metrics_answer,
+    protocol::a_worker_leases_trains_and_reports_through_the_api,
+    protocol::a_stale_lease_token_is_refused_and_the_fresh_result_kept,
+    protocol::an_unregistered_worker_is_told_to_register,
+    protocol::reads_can_be_protected,
+    searches::aging_evolution_runs_to_completion_with_every_candidate_once,
+    searches::random_search_with_halving_promotes_the_top_third,
+    searches::nsga2_search_reports_a_pareto_front,
+    searches::a_search_resumes_after_the_coordinator_restarts,
+    searches::cancelling_a_search_revokes_its_running_leases,
+}

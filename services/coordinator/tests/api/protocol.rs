@@ -1,0 +1,132 @@
+//! The worker protocol over the API: register, lease, heartbeat, complete, and lease fencing.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::StatusCode;
+use coordinator::http::ApiConfig;
+use serde_json::{Value, json};
+
+use crate::helpers::TestDb;
+use crate::requests::{ADMIN, WORKER, aging, api, api_with, get, post, spec};
+
+pub fn device(fingerprint: &str) -> Value {
+    json!({ "fingerprint": fingerprint, "name": "test cpu", "kind": "cpu", "info": { "threads": 2 } })
+}
+
+pub async fn register(router: &Router, worker_id: &str) {
+    let body = json!({ "worker_id": worker_id, "hostname": "test", "device": device("cpu-test") });
+    let (status, r) = post(router, "/api/v1/workers/register", WORKER, &body).await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert!(r["lease_ttl_ms"].as_u64().unwrap() > 0);
+}
+
+/// Leases one trial without waiting; `None` when the queue is empty.
+pub async fn lease(router: &Router, worker_id: &str) -> Option<Value> {
+    let (status, grant) =
+        post(router, "/api/v1/workers/lease", WORKER, &json!({ "worker_id": worker_id })).await;
+    match status {
+        StatusCode::NO_CONTENT => None,
+        StatusCode::OK => Some(grant),
+        other => panic!("lease answered {other}: {grant}"),
+    }
+}
+
+/// What a worker would post for a model that reached `ppl`.
+pub fn metrics(ppl: f64) -> Value {
+    json!({
+        "outcome": "completed", "val_loss": ppl.ln(), "ppl": ppl, "train_loss": ppl.ln(),
+        "steps": 10, "tokens": 4096, "tokens_per_s": 1000.0, "train_seconds": 4.0, "params": 12345,
+        "loss_curve": [[1, 5.5], [10, 3.0]], "device": "test cpu"
+    })
+}
+
+pub async fn complete(router: &Router, grant: &Value, ppl: f64) -> (StatusCode, Value) {
+    let body = json!({ "lease_token": grant["lease_token"], "metrics": metrics(ppl) });
+    post(router, &format!("/api/v1/trials/{}/complete", grant["trial_id"]), WORKER, &body).await
+}
+
+pub async fn a_worker_leases_trains_and_reports_through_the_api(db: TestDb) {
+    let (router, _) = api(&db.store);
+    let (_, created) = post(&router, "/api/v1/searches", ADMIN, &spec(aging(2, 1, 1))).await;
+    register(&router, "w1").await;
+    let grant = lease(&router, "w1").await.expect("a queued trial");
+    assert_eq!(grant["search_id"], created["id"]);
+    assert_eq!(grant["attempt"], 1);
+    assert_eq!(grant["job"]["budget_tokens"], 4096);
+    assert_eq!(grant["job"]["proxy"]["corpus"], "/data/corpus.txt");
+    let arch: search_space::Architecture =
+        serde_json::from_value(grant["job"]["architecture"].clone()).unwrap();
+    assert_eq!(arch.model.hidden_size, 128, "without a budget the widest hidden size is used");
+    let trial = grant["trial_id"].as_i64().unwrap();
+    let hb = json!({ "lease_token": grant["lease_token"], "progress": { "step": 3, "steps": 10, "tokens": 1200, "loss": 4.2, "tokens_per_s": 900.0 } });
+    let (status, ack) = post(&router, &format!("/api/v1/trials/{trial}/heartbeat"), WORKER, &hb).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+    assert_eq!(ack["cancel"], false);
+    assert!(
+        ack["lease_expires_at_ms"].as_i64().unwrap() > grant["lease_expires_at_ms"].as_i64().unwrap() - 1
+    );
+    let (status, done) = complete(&router, &grant, 9.5).await;
+    assert_eq!(status, StatusCode::OK, "{done}");
+    // The same token again: the lease has ended.
+    let (status, err) = complete(&router, &grant, 1.0).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(err["error"].as_str().unwrap().contains("stale"), "{err}");
+    let (_, detail) = get(&router, &format!("/api/v1/candidates/{}", grant["candidate_id"])).await;
+    assert_eq!(detail["candidate"]["ppl"], 9.5);
+    assert_eq!(detail["loss_curve"], json!([[1, 5.5], [10, 3.0]]));
+    assert_eq!(detail["trials"][0]["state"], "done");
+    assert!(detail["layers"].as_array().unwrap().len() >= 3);
+    let events = db.store.trial_events(trial).await.unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(kinds, ["queued", "leased", "progress", "done"]);
+    assert_eq!(events[2].payload["step"], 3);
+}
+
+pub async fn a_stale_lease_token_is_refused_and_the_fresh_result_kept(db: TestDb) {
+    let mut config = ApiConfig::new(ADMIN, WORKER);
+    config.lease_ttl = Duration::from_millis(1);
+    let (router, state) = api_with(&db.store, config);
+    post(&router, "/api/v1/searches", ADMIN, &spec(aging(1, 1, 1))).await;
+    register(&router, "slow").await;
+    register(&router, "fresh").await;
+    let old = lease(&router, "slow").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    coordinator::server::background_step(&state).await.unwrap();
+    let new = lease(&router, "fresh").await.expect("the expired lease is handed out again");
+    assert_eq!(new["trial_id"], old["trial_id"]);
+    assert_eq!(new["attempt"], 2);
+    assert_ne!(new["lease_token"], old["lease_token"]);
+    let (status, fresh) = complete(&router, &new, 7.0).await;
+    assert_eq!(status, StatusCode::OK, "{fresh}");
+    let (status, _) = complete(&router, &old, 3.0).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let trial = db.store.get_trial(old["trial_id"].as_i64().unwrap()).await.unwrap().unwrap();
+    assert_eq!(trial.ppl, Some(7.0), "the stale result changed nothing");
+    assert_eq!(trial.worker_id.as_deref(), Some("fresh"));
+    let (_, metrics) = get(&router, "/metrics").await;
+    assert!(metrics.as_str().unwrap().contains("frontier_stale_results_refused_total 1"));
+}
+
+pub async fn an_unregistered_worker_is_told_to_register(db: TestDb) {
+    let (router, _) = api(&db.store);
+    let (status, err) =
+        post(&router, "/api/v1/workers/lease", WORKER, &json!({ "worker_id": "ghost" })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(err["error"].as_str().unwrap().contains("register"), "{err}");
+    let bad = json!({ "worker_id": "", "hostname": "h", "device": device("x") });
+    let (status, err) = post(&router, "/api/v1/workers/register", WORKER, &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(err["fields"][0]["path"], "worker_id");
+}
+
+pub async fn reads_can_be_protected(db: TestDb) {
+    let mut config = ApiConfig::new(ADMIN, WORKER);
+    config.protect_reads = true;
+    let (router, _) = api_with(&db.store, config);
+    assert_eq!(get(&router, "/api/v1/searches").await.0, StatusCode::UNAUTHORIZED);
+    let (status, _) =
+        crate::requests::send(&router, axum::http::Method::GET, "/api/v1/searches", Some(WORKER), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(get(&router, "/healthz").await.0, StatusCode::OK, "probes stay open");
+}

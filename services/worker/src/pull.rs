@@ -1,0 +1,483 @@
+//! The pull loop: a worker registers with the coordinator, leases trials, trains them, heartbeats
+//! while it trains, and posts each result fenced by its lease token.
+//!
+//! # Runtime model
+//! [`Worker::run_once`] is one lease-train-report cycle; [`Worker::run`] repeats it until asked
+//! to stop. Training runs on a blocking thread while the async side heartbeats every
+//! `heartbeat_interval`. Network errors are retried with exponential backoff (capped), so a
+//! coordinator restart only pauses the worker. A result refused with 409 means the lease was
+//! lost (it expired and another worker has the trial): the result is dropped, never forced in.
+//! On shutdown the current trial is finished and reported before the loop exits.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::{
+    CompleteTrial, DeviceInfo, FailTrial, Heartbeat, HeartbeatAck, LeaseGrant, LeaseRequest, ProxyBudget,
+    RegisterWorker, Registered, TrialJob, TrialMetrics, TrialProgress,
+};
+use reqwest::StatusCode;
+
+use crate::data::{DataConfig, TokenizerSpec};
+use crate::decode::DecodeSetting;
+use crate::run::{DeviceChoice, RunError, TrainRun, decode_job, train_job};
+use crate::train::{Outcome, Progress, TrainConfig};
+
+/// How to reach the coordinator and what this worker is.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8080`.
+    pub coordinator: String,
+    pub token: String,
+    pub worker_id: String,
+    pub device: DeviceChoice,
+    /// Where tokenized corpora and trained tokenizers are cached between trials.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Long-poll wait per lease request.
+    pub lease_wait: Duration,
+    /// Longest pause between retries when the coordinator is unreachable.
+    pub max_backoff: Duration,
+}
+
+/// What one cycle did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cycle {
+    /// No trial was queued within the long-poll wait.
+    Idle,
+    /// A trial was trained and its result accepted.
+    Completed { trial_id: i64, outcome: String },
+    /// Training failed; the failure was reported.
+    Failed { trial_id: i64, error: String },
+    /// The lease was lost (stale token) or the search cancelled; the result was dropped.
+    Dropped { trial_id: i64, reason: String },
+}
+
+/// Why the worker could not talk to the coordinator at all.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("coordinator refused the worker token (HTTP {0}); check --token")]
+    Auth(u16),
+    #[error("coordinator answered HTTP {status}: {body}")]
+    Http { status: u16, body: String },
+    #[error("cannot reach the coordinator: {0}")]
+    Network(#[from] reqwest::Error),
+}
+
+/// A worker bound to one coordinator.
+#[derive(Debug)]
+pub struct Worker {
+    config: WorkerConfig,
+    device: DeviceInfo,
+    http: reqwest::Client,
+    registered: Option<Registered>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Worker {
+    pub fn new(config: WorkerConfig, device: DeviceInfo) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Self { config, device, http, registered: None, stop: Arc::new(AtomicBool::new(false)) }
+    }
+
+    /// Set to make [`Worker::run`] stop after the current trial.
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.stop.clone()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.config.coordinator.trim_end_matches('/'))
+    }
+
+    async fn post<T: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<reqwest::Response, PullError> {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.config.token)
+            .json(body)
+            .timeout(self.config.lease_wait + Duration::from_secs(30))
+            .send()
+            .await?;
+        match response.status() {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                Err(PullError::Auth(response.status().as_u16()))
+            }
+            _ => Ok(response),
+        }
+    }
+
+    /// Retries `f` on network errors and 5xx answers with exponential backoff until it succeeds,
+    /// fails otherwise, or the worker is stopping (then the last error is returned).
+    async fn with_retry<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, PullError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, PullError>>,
+    {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match f().await {
+                Err(PullError::Network(e)) => {
+                    tracing::warn!(error = %e, "{what}: coordinator unreachable; retrying in {delay:?}");
+                    if self.stop.load(Ordering::Relaxed) && what == "lease" {
+                        return Err(PullError::Network(e));
+                    }
+                }
+                Err(PullError::Http { status, body }) if status >= 500 => {
+                    tracing::warn!(status, %body, "{what}: coordinator error; retrying in {delay:?}");
+                }
+                other => return other,
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(self.config.max_backoff);
+        }
+    }
+
+    /// Registers (again) with the coordinator.
+    pub async fn register(&mut self) -> Result<&Registered, PullError> {
+        let body = RegisterWorker {
+            worker_id: self.config.worker_id.clone(),
+            hostname: hostname(),
+            device: self.device.clone(),
+        };
+        let registered: Registered = self
+            .with_retry("register", || async {
+                let r = self.post("/api/v1/workers/register", &body).await?;
+                json_or_error(r).await
+            })
+            .await?;
+        tracing::info!(worker_id = %registered.worker_id, "registered");
+        Ok(self.registered.insert(registered))
+    }
+
+    /// One lease → train → report cycle.
+    pub async fn run_once(&mut self) -> Result<Cycle, PullError> {
+        if self.registered.is_none() {
+            self.register().await?;
+        }
+        let request = LeaseRequest {
+            worker_id: self.config.worker_id.clone(),
+            wait_ms: self.config.lease_wait.as_millis() as u64,
+        };
+        let response = self.with_retry("lease", || self.post("/api/v1/workers/lease", &request)).await?;
+        let grant: LeaseGrant = match response.status() {
+            StatusCode::NO_CONTENT => return Ok(Cycle::Idle),
+            StatusCode::NOT_FOUND => {
+                // The coordinator does not know this worker (a fresh database): register again.
+                self.registered = None;
+                return Ok(Cycle::Idle);
+            }
+            _ => json_or_error(response).await?,
+        };
+        let trial_id = grant.trial_id;
+        tracing::info!(trial_id, attempt = grant.attempt, tokens = grant.job.budget_tokens, "leased");
+        let interval = Duration::from_millis(
+            self.registered.as_ref().map_or(5_000, |r| r.heartbeat_interval_ms.max(100)),
+        );
+
+        // Train on a blocking thread; heartbeat from here meanwhile.
+        let progress: Arc<Mutex<Option<Progress>>> = Arc::new(Mutex::new(None));
+        let job = grant.job.clone();
+        let device = self.config.device;
+        let cache_dir = self.config.cache_dir.clone();
+        let shared = progress.clone();
+        let mut training = tokio::task::spawn_blocking(move || run_job(&job, device, cache_dir, shared));
+        let mut lost: Option<String> = None;
+        let outcome = loop {
+            tokio::select! {
+                done = &mut training => break done,
+                () = tokio::time::sleep(interval) => {
+                    if lost.is_none() {
+                        let p = progress.lock().ok().and_then(|p| *p);
+                        match self.heartbeat(trial_id, &grant.lease_token, p).await {
+                            Ok(ack) if ack.cancel => lost = Some("search cancelled".into()),
+                            Ok(_) => {}
+                            Err(HeartbeatError::Stale) => lost = Some("lease lost (stale token)".into()),
+                            Err(HeartbeatError::Other(e)) => tracing::warn!(error = %e, "heartbeat failed"),
+                        }
+                    }
+                }
+            }
+        };
+        if let Some(reason) = lost {
+            tracing::warn!(trial_id, %reason, "dropping the result");
+            return Ok(Cycle::Dropped { trial_id, reason });
+        }
+        let outcome = outcome.unwrap_or_else(|e| {
+            Err(JobError { message: format!("training panicked: {e}"), retryable: true })
+        });
+        match outcome {
+            Ok(metrics) => {
+                let label = metrics.outcome.clone();
+                let body = CompleteTrial { lease_token: grant.lease_token.clone(), metrics };
+                let path = format!("/api/v1/trials/{trial_id}/complete");
+                let r = self.with_retry("complete", || self.post(&path, &body)).await?;
+                if r.status() == StatusCode::CONFLICT {
+                    return Ok(Cycle::Dropped { trial_id, reason: "result refused: lease is stale".into() });
+                }
+                json_or_error::<serde_json::Value>(r).await?;
+                Ok(Cycle::Completed { trial_id, outcome: label })
+            }
+            Err(e) => {
+                let body = FailTrial {
+                    lease_token: grant.lease_token.clone(),
+                    error: e.message.clone(),
+                    retryable: e.retryable,
+                };
+                let path = format!("/api/v1/trials/{trial_id}/fail");
+                let r = self.with_retry("fail", || self.post(&path, &body)).await?;
+                if r.status() == StatusCode::CONFLICT {
+                    return Ok(Cycle::Dropped { trial_id, reason: "failure refused: lease is stale".into() });
+                }
+                json_or_error::<serde_json::Value>(r).await?;
+                Ok(Cycle::Failed { trial_id, error: e.message })
+            }
+        }
+    }
+
+    async fn heartbeat(
+        &self,
+        trial_id: i64,
+        lease_token: &str,
+        progress: Option<Progress>,
+    ) -> Result<HeartbeatAck, HeartbeatError> {
+        let body = Heartbeat {
+            lease_token: lease_token.to_owned(),
+            progress: progress.map(|p| TrialProgress {
+                step: p.step,
+                steps: p.steps,
+                tokens: p.tokens,
+                loss: p.loss,
+                tokens_per_s: p.tokens_per_s,
+            }),
+        };
+        let r = self
+            .post(&format!("/api/v1/trials/{trial_id}/heartbeat"), &body)
+            .await
+            .map_err(HeartbeatError::Other)?;
+        if r.status() == StatusCode::CONFLICT || r.status() == StatusCode::NOT_FOUND {
+            return Err(HeartbeatError::Stale);
+        }
+        json_or_error(r).await.map_err(HeartbeatError::Other)
+    }
+
+    /// Runs cycles until the stop flag is set; returns how many trials were completed.
+    pub async fn run(&mut self, max_trials: Option<u64>) -> Result<u64, PullError> {
+        let mut completed = 0;
+        while !self.stop.load(Ordering::Relaxed) && max_trials.is_none_or(|m| completed < m) {
+            match self.run_once().await {
+                Ok(Cycle::Completed { trial_id, outcome }) => {
+                    completed += 1;
+                    tracing::info!(trial_id, %outcome, "reported");
+                }
+                Ok(Cycle::Failed { trial_id, error }) => tracing::warn!(trial_id, %error, "trial failed"),
+                Ok(Cycle::Dropped { .. } | Cycle::Idle) => {}
+                Err(e @ PullError::Auth(_)) => return Err(e),
+                Err(PullError::Network(e)) if self.stop.load(Ordering::Relaxed) => {
+                    tracing::info!(error = %e, "stopping");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cycle failed; pausing");
+                    tokio::time::sleep(self.config.max_backoff.min(Duration::from_secs(2))).await;
+                }
+            }
+        }
+        Ok(completed)
+    }
+}
+
+#[derive(Debug)]
+enum HeartbeatError {
+    Stale,
+    Other(PullError),
+}
+
+async fn json_or_error<T: serde::de::DeserializeOwned>(r: reqwest::Response) -> Result<T, PullError> {
+    let status = r.status();
+    if status.is_success() {
+        return Ok(r.json().await?);
+    }
+    let body = r.text().await.unwrap_or_default();
+    Err(PullError::Http { status: status.as_u16(), body })
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|s| s.trim().to_owned()))
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// A job that could not produce metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobError {
+    pub message: String,
+    /// Another attempt (perhaps on another worker) could succeed.
+    pub retryable: bool,
+}
+
+/// The data pipeline a proxy budget describes.
+pub fn data_config(
+    proxy: &ProxyBudget,
+    cache_dir: Option<std::path::PathBuf>,
+) -> Result<DataConfig, JobError> {
+    let bad = |message: String| JobError { message, retryable: false };
+    let mut data = DataConfig::new(proxy.corpus.clone());
+    data.tokenizer = match proxy.tokenizer.as_str() {
+        "bytes" => TokenizerSpec::Bytes,
+        other => match other.strip_prefix("bpe:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(vocab_size) => TokenizerSpec::TrainBpe { vocab_size },
+            None => return Err(bad(format!("unknown tokenizer `{other}`"))),
+        },
+    };
+    data.cache_dir = cache_dir;
+    Ok(data)
+}
+
+/// The trainer settings a job describes.
+pub fn train_config(job: &TrialJob) -> TrainConfig {
+    let p = &job.proxy;
+    TrainConfig {
+        tokens: job.budget_tokens,
+        seq_len: p.seq_len as usize,
+        batch_size: p.batch_size as usize,
+        lr: p.lr,
+        warmup_fraction: p.warmup_fraction,
+        weight_norm: p.weight_norm,
+        // The paper trains without weight decay when weights are normalised.
+        weight_decay: if p.weight_norm { 0.0 } else { TrainConfig::default().weight_decay },
+        seed: job.seed,
+        eval_tokens: p.eval_tokens.map(|t| t as usize),
+        ..TrainConfig::default()
+    }
+}
+
+/// Trains (and, when asked, times decoding of) one job on this machine.
+pub fn run_job(
+    job: &TrialJob,
+    device: DeviceChoice,
+    cache_dir: Option<std::path::PathBuf>,
+    progress: Arc<Mutex<Option<Progress>>>,
+) -> Result<TrialMetrics, JobError> {
+    let model = job
+        .architecture
+        .expand()
+        .map_err(|e| JobError { message: format!("architecture does not expand: {e}"), retryable: false })?;
+    let data = data_config(&job.proxy, cache_dir)?;
+    let config = train_config(job);
+    let mut curve: Vec<(u64, f64)> = Vec::new();
+    let run: TrainRun = train_job(&model, &data, &config, device, false, |p| {
+        curve.push((p.step, p.loss));
+        if let Ok(mut slot) = progress.lock() {
+            *slot = Some(p);
+        }
+    })
+    .map_err(|e| JobError { retryable: retryable(&e), message: e.to_string() })?;
+    let measured_latency_ms = match &job.measure_latency {
+        Some(setting) => {
+            let s: lut::DeploymentSetting = setting
+                .parse()
+                .map_err(|e: lut::SettingError| JobError { message: e.to_string(), retryable: false })?;
+            let decode = DecodeSetting {
+                batch: s.batch_size as usize,
+                prompt_len: s.prompt_tokens.max(1) as usize,
+                gen_len: s.generated_tokens as usize,
+                warmup: 1,
+                repeats: 3,
+            };
+            let (report, _) = decode_job(&model, decode, job.seed, device)
+                .map_err(|e| JobError { retryable: retryable(&e), message: e.to_string() })?;
+            Some(report.total_ms)
+        }
+        None => None,
+    };
+    Ok(metrics_of(run, thin(&curve, 256), measured_latency_ms))
+}
+
+fn retryable(e: &RunError) -> bool {
+    // A bad architecture or setting fails everywhere; data and device problems may be local.
+    !matches!(e, RunError::Architecture(_) | RunError::Decode(_))
+}
+
+fn metrics_of(run: TrainRun, loss_curve: Vec<(u64, f64)>, measured_latency_ms: Option<f64>) -> TrialMetrics {
+    match run.outcome {
+        Outcome::Completed(r) => TrialMetrics {
+            outcome: "completed".into(),
+            val_loss: r.val_loss,
+            ppl: r.val_ppl,
+            train_loss: r.train_loss,
+            steps: r.steps,
+            tokens: r.tokens,
+            tokens_per_s: r.tokens_per_s,
+            train_seconds: r.train_seconds,
+            params: run.params,
+            loss_curve,
+            measured_latency_ms,
+            accuracy: None,
+            device: run.device,
+        },
+        Outcome::Diverged { step, loss: _ } => TrialMetrics {
+            outcome: "diverged".into(),
+            val_loss: 0.0,
+            ppl: 0.0,
+            train_loss: 0.0,
+            steps: step,
+            tokens: 0,
+            tokens_per_s: 0.0,
+            train_seconds: 0.0,
+            params: run.params,
+            loss_curve,
+            measured_latency_ms: None,
+            accuracy: None,
+            device: run.device,
+        },
+    }
+}
+
+/// At most `n` points of a curve, evenly spaced, always keeping the last.
+fn thin(curve: &[(u64, f64)], n: usize) -> Vec<(u64, f64)> {
+    if curve.len() <= n {
+        return curve.iter().copied().filter(|(_, l)| l.is_finite()).collect();
+    }
+    let stride = curve.len().div_ceil(n);
+    let mut out: Vec<(u64, f64)> = curve.iter().step_by(stride).copied().collect();
+    if let Some(&last) = curve.last()
+        && out.last() != Some(&last)
+    {
+        out.push(last);
+    }
+    out.retain(|(_, l)| l.is_finite());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinning_keeps_the_ends_and_bounds_the_length() {
+        let curve: Vec<(u64, f64)> = (0..1000).map(|i| (i, 1.0 / (i + 1) as f64)).collect();
+        let t = thin(&curve, 100);
+        assert!(t.len() <= 101, "{}", t.len());
+        assert_eq!(t.first(), Some(&(0, 1.0)));
+        assert_eq!(t.last(), curve.last());
+        assert_eq!(thin(&curve[..10], 100).len(), 10);
+    }
+
+    #[test]
+    fn unknown_tokenizers_are_refused_for_good() {
+        let proxy =
+            ProxyBudget { tokenizer: "sentencepiece".into(), corpus: "x".into(), ..ProxyBudget::default() };
+        let e = data_config(&proxy, None).unwrap_err();
+        assert!(!e.retryable);
+        assert!(e.message.contains("sentencepiece"));
+    }
+}
