@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`store`]: the only module that speaks SQL. It opens SQLite or Postgres from a URL, runs the
-//!   migrations, and implements the leased trial queue that workers pull proxy trainings from.
+//!   migrations, and implements the leased trial queue that workers pull proxy trainings from;
+//!   `store_lut` adds the latency-table statements (bulk entries, tables, calibrations).
 //!
 //! # Runtime model
 //!
@@ -13,5 +14,6 @@
 //! with a fake clock and the service runs them from a timer.
 
 pub mod store;
+pub mod store_lut;
 
 pub use store::{Backend, Store, StoreError, StoreOptions};
