@@ -1,14 +1,30 @@
 //! Per-device latency lookup tables.
 //!
 //! Frontier ranks candidates by perplexity under a latency budget on a target device; the latency
-//! of a candidate comes from a table of operator latencies profiled on that device. This crate
-//! owns the keys of that table. The estimator (sum over layers, interpolation over width,
-//! attention cost that grows with the cache), calibration and fidelity metrics build on these
-//! keys.
+//! of a candidate comes from a table of operator latencies profiled on that device.
+//!
+//! # Layout
+//! - this file: [`DeploymentSetting`], the setting part of every key;
+//! - [`shape`]: [`OpShape`] (operator kind and every dimension that changes its cost), its
+//!   canonical key string, and [`shapes_for`], what a model needs profiled;
+//! - [`table`]: [`LutEntry`], [`Lut`] and the estimator (sum over layers and steps, attention
+//!   integrated over context, interpolation over width, [`Unscorable`] when entries are missing);
+//! - [`calibration`]: the fit from raw estimates to measured latency;
+//! - [`fidelity`]: Spearman, Kendall τ, MAPE and the shares within ±5 % / ±10 %.
 //!
 //! # Runtime model
 //! Pure: no IO, no async, no database. The coordinator stores entries under the canonical key
 //! strings defined here; the worker profiles the shapes they name.
+
+pub mod calibration;
+pub mod fidelity;
+pub mod shape;
+pub mod table;
+
+pub use calibration::{Calibration, CalibrationError, CalibrationSample};
+pub use fidelity::{Fidelity, fidelity};
+pub use shape::{OpShape, ShapeError, shapes_for};
+pub use table::{Estimate, Lut, LutEntry, LutKey, Unscorable};
 
 use std::fmt;
 use std::str::FromStr;

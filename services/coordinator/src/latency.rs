@@ -1,5 +1,6 @@
 //! Latency scoring for the search driver: the target device's latency table, loaded from the
-//! store, behind a small trait so the driver does not care how estimates are made.
+//! store with its newest calibration, behind a small trait so the driver does not care how
+//! estimates are made.
 
 use lut::DeploymentSetting;
 use search_space::ModelSpec;
@@ -38,18 +39,18 @@ pub async fn load(
     if rows.is_empty() {
         return Ok(Ok(None));
     }
-    Ok(table_from_rows(&device, setting, &rows).map(Some))
+    let calibration = match store.lut_calibration(&device, &key).await? {
+        Some(row) => match serde_json::from_value::<lut::Calibration>(row.coefficients) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                return Ok(Err(format!("the stored calibration of `{device}` for `{key}` is malformed: {e}")));
+            }
+        },
+        None => None,
+    };
+    Ok(table_from_rows(&device, setting, &rows, calibration).map(Some))
 }
 
-// PENDING-LUT-MERGE
-fn table_from_rows(
-    _device: &str,
-    _setting: &DeploymentSetting,
-    _rows: &[crate::store::LutEntryRow],
-) -> Result<Box<dyn LatencyModel>, String> {
-    Err("latency tables are not built yet".into())
-}
-/*PENDING
 impl LatencyModel for lut::Lut {
     fn estimate_ms(&self, model: &ModelSpec) -> Result<f64, String> {
         self.estimate(model).map(|e| e.latency_ms).map_err(|u| u.to_string())
@@ -61,13 +62,13 @@ fn table_from_rows(
     device: &str,
     setting: &DeploymentSetting,
     rows: &[crate::store::LutEntryRow],
+    calibration: Option<lut::Calibration>,
 ) -> Result<Box<dyn LatencyModel>, String> {
     let mut entries = Vec::with_capacity(rows.len());
     for r in rows {
-        let op = r
-            .op_key
-            .parse()
-            .map_err(|e| format!("stored latency entry `{}` of device `{device}` does not parse: {e}", r.op_key))?;
+        let op = r.op_key.parse().map_err(|e| {
+            format!("stored latency entry `{}` of device `{device}` does not parse: {e}", r.op_key)
+        })?;
         entries.push(lut::LutEntry {
             op,
             median_ms: r.median_ms,
@@ -76,6 +77,9 @@ fn table_from_rows(
             repeats: u32::try_from(r.repeats).unwrap_or(u32::MAX),
         });
     }
-    Ok(Box::new(lut::Lut::from_entries(device, *setting, entries)))
+    let table = lut::Lut::from_entries(device, *setting, entries);
+    Ok(Box::new(match calibration {
+        Some(c) => table.with_calibration(c),
+        None => table,
+    }))
 }
-*/

@@ -3,7 +3,8 @@
 //! # Layout
 //!
 //! - [`store`]: the only module that speaks SQL. It opens SQLite or Postgres from a URL, runs the
-//!   migrations, and implements the leased trial queue that workers pull proxy trainings from.
+//!   migrations, and implements the leased trial queue that workers pull proxy trainings from;
+//!   `store_lut` adds the latency-table statements (bulk entries, tables, calibrations).
 //! - [`engine`]: the search algorithms (aging evolution, NSGA-II, random; successive halving) as
 //!   pure functions of a search's history.
 //! - [`search`]: the driver that turns proposals into candidates and trials (widths and latency
@@ -26,5 +27,6 @@ pub mod pareto;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod store_lut;
 
 pub use store::{Backend, Store, StoreError, StoreOptions};

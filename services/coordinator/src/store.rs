@@ -368,7 +368,7 @@ pub struct TrialEventRow {
 /// Handle to the database; cheap to clone (it is a connection pool).
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 
@@ -1462,13 +1462,13 @@ fn new_lease_token() -> String {
 }
 
 /// Wall clock for bookkeeping timestamps; the queue's notion of time comes from its callers.
-fn clock_ms() -> i64 {
+pub(crate) fn clock_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn json_column(row: &AnyRow, column: &str) -> Result<Value, StoreError> {
+pub(crate) fn json_column(row: &AnyRow, column: &str) -> Result<Value, StoreError> {
     let text: String = row.try_get(column)?;
     serde_json::from_str(&text)
         .map_err(|err| StoreError::Malformed(format!("column `{column}` is not JSON: {err}")))
@@ -1483,7 +1483,7 @@ fn optional_json_column(row: &AnyRow, column: &str) -> Result<Option<Value>, Sto
     .transpose()
 }
 
-fn device_from_row(row: &AnyRow) -> Result<DeviceRow, StoreError> {
+pub(crate) fn device_from_row(row: &AnyRow) -> Result<DeviceRow, StoreError> {
     Ok(DeviceRow {
         fingerprint: row.try_get("fingerprint")?,
         name: row.try_get("name")?,
@@ -1493,7 +1493,7 @@ fn device_from_row(row: &AnyRow) -> Result<DeviceRow, StoreError> {
     })
 }
 
-fn lut_entry_from_row(row: &AnyRow) -> Result<LutEntryRow, StoreError> {
+pub(crate) fn lut_entry_from_row(row: &AnyRow) -> Result<LutEntryRow, StoreError> {
     Ok(LutEntryRow {
         device: row.try_get("device")?,
         setting_key: row.try_get("setting_key")?,

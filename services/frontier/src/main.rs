@@ -7,6 +7,7 @@
 //! dispatches, and turns errors into one clear message and a non-zero exit status (never a panic
 //! or a backtrace).
 
+mod lut;
 mod run;
 mod service;
 mod space;
@@ -48,6 +49,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Measure one architecture's decode latency on this machine.
     DecodeBench(train::DecodeArgs),
+    /// Latency tables: profile, show, export, import, validate, depth-sweep.
+    #[command(subcommand)]
+    Lut(lut::LutCommand),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Space(cmd) => space::run(cmd),
         Command::Train(args) => train::train(args),
         Command::DecodeBench(args) => train::decode_bench(args),
+        Command::Lut(cmd) => lut::run(cmd),
     };
     match result {
         Ok(text) => {

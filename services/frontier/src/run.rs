@@ -61,7 +61,7 @@ async fn run_async(args: RunArgs) -> Result<String> {
     let store = coordinator::Store::connect(&args.database_url)
         .await
         .with_context(|| format!("cannot open the store at {}", args.database_url))?;
-    let device = crate::service::device_info(args.device);
+    let device = crate::service::device_info(args.device)?;
 
     // The search to run: a new one from the spec, or one to resume.
     let spec_value: Option<Value> = match (&args.spec, args.resume) {
@@ -86,8 +86,7 @@ async fn run_async(args: RunArgs) -> Result<String> {
                 spec.target.device = Some(device.fingerprint.clone());
             }
             if needs_table {
-                // PENDING-LUT-MERGE
-                bail!("latency tables pending");
+                crate::lut::ensure_profiled(&store, &spec, args.device).await?;
             }
             Some(serde_json::to_value(&spec)?)
         }

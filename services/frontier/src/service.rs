@@ -102,15 +102,8 @@ pub struct WorkerArgs {
 }
 
 /// The device description this build reports for `device`.
-pub fn device_info(device: DeviceChoice) -> api::DeviceInfo {
-    // PENDING-LUT-MERGE
-    let _ = device;
-    api::DeviceInfo {
-        fingerprint: "cpu-pending".into(),
-        name: "cpu".into(),
-        kind: "cpu".into(),
-        info: Value::Null,
-    }
+pub fn device_info(device: DeviceChoice) -> Result<api::DeviceInfo> {
+    Ok(worker::profile::fingerprint(device)?)
 }
 
 pub fn worker(args: WorkerArgs) -> Result<String> {
@@ -128,7 +121,7 @@ pub fn worker(args: WorkerArgs) -> Result<String> {
         lease_wait: Duration::from_secs(20),
         max_backoff: Duration::from_secs(10),
     };
-    let info = device_info(args.device);
+    let info = device_info(args.device)?;
     runtime()?.block_on(async move {
         let mut worker = Worker::new(config, info);
         let stop = worker.stop_flag();

@@ -9,9 +9,10 @@
 //! - [`train`]: the proxy trainer (a step function and its driver).
 //! - [`decode`]: the decode benchmark, a candidate's measured latency.
 //! - [`run`]: whole jobs on a chosen device, for the command line and the pull loop.
+//! - [`profile`]: the LUT profiler (operator shapes in decode mode) and the device fingerprint.
 //! - [`backend`]: the concrete burn backends.
 //!
-//! Still to come: the LUT profiler and the HTTP pull loop that takes trials from the coordinator.
+//! Still to come: the HTTP pull loop that takes trials from the coordinator.
 //!
 //! # Runtime model
 //! Synchronous and compute-bound: one job at a time on the chosen device; burn's CPU backend uses
@@ -20,6 +21,7 @@
 pub mod data;
 pub mod decode;
 pub mod model;
+pub mod profile;
 pub mod pull;
 pub mod run;
 pub mod train;

@@ -49,6 +49,8 @@ pub enum RunError {
     Architecture(#[from] search_space::ValidationErrors),
     #[error("this build has no CUDA support; rebuild with `--features cuda`")]
     NoCuda,
+    #[error("{0}")]
+    Profile(String),
 }
 
 /// A finished training job.

@@ -1,4 +1,4 @@
-//! The store's integration tests. Every test in `catalog`, `candidates` and `queue` is written
+//! The store's integration tests. Every test in `catalog`, `candidates`, `lut` and `queue` is written
 //! once, against a fresh [`coordinator::Store`], and runs on both backends: as `sqlite::<name>`
 //! on a temporary file and as `postgres::<name>` on a new database of the server named by
 //! `FRONTIER_TEST_POSTGRES_URL` (see `helpers::with_postgres` for what happens without one).
@@ -13,6 +13,7 @@ mod candidates;
 mod catalog;
 mod connect;
 mod helpers;
+mod lut;
 mod queue;
 mod searches;
 
@@ -73,4 +74,8 @@ on_both_backends! {
     queue::trial_out_of_attempts_is_marked_failed,
     queue::trial_for_an_unknown_candidate_is_rejected,
     queue::concurrent_workers_never_lease_the_same_trial,
+    lut::lut_entries_round_trip_through_the_store_to_the_same_table,
+    lut::bulk_entries_are_all_or_nothing,
+    lut::lut_tables_list_each_device_and_setting_with_its_entry_count,
+    lut::the_newest_calibration_is_the_one_in_use,
 }

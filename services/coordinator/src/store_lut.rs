@@ -1,0 +1,164 @@
+//! The store's latency-table statements: devices listed, entries written in bulk, the tables
+//! (device × setting) that exist, and calibrations kept as a history whose newest row is in use.
+//!
+//! Part of [`Store`]; kept in its own file so the LUT side reads on its own. Values stay plain
+//! (keys as text, coefficients and fidelity as JSON) so the store never interprets a LUT.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use crate::store::{
+    DeviceRow, LutEntryRow, NewLutEntry, Store, StoreError, clock_ms, device_from_row, json_column,
+    lut_entry_from_row,
+};
+
+/// One LUT: a device under a deployment setting, with how many entries it holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LutTableRow {
+    pub device: String,
+    pub setting_key: String,
+    pub entries: i64,
+    /// Newest entry's time.
+    pub updated_at_ms: i64,
+}
+
+/// A stored calibration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LutCalibrationRow {
+    pub id: i64,
+    pub device: String,
+    pub setting_key: String,
+    pub coefficients: Value,
+    pub fidelity: Value,
+    pub created_at_ms: i64,
+}
+
+impl Store {
+    /// Every registered device, by fingerprint.
+    pub async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT fingerprint, name, kind, info, created_at_ms FROM devices ORDER BY fingerprint",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    /// Stores many measurements in one transaction (all or none), each replacing any earlier one
+    /// for the same (device, setting, operator). Returns how many were written.
+    pub async fn put_lut_entries(&self, entries: &[NewLutEntry]) -> Result<usize, StoreError> {
+        let now_ms = clock_ms();
+        let mut tx = self.pool.begin().await?;
+        for entry in entries {
+            sqlx::query(
+                "INSERT INTO lut_entries
+                     (device, setting_key, op_key, median_ms, p10_ms, p90_ms, repeats, created_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (device, setting_key, op_key) DO UPDATE
+                 SET median_ms = excluded.median_ms, p10_ms = excluded.p10_ms,
+                     p90_ms = excluded.p90_ms, repeats = excluded.repeats,
+                     created_at_ms = excluded.created_at_ms",
+            )
+            .bind(&entry.device)
+            .bind(&entry.setting_key)
+            .bind(&entry.op_key)
+            .bind(entry.median_ms)
+            .bind(entry.p10_ms)
+            .bind(entry.p90_ms)
+            .bind(entry.repeats)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(entries.len())
+    }
+
+    /// Every LUT in the store, by device then setting; `device` narrows it to one device.
+    pub async fn lut_tables(&self, device: Option<&str>) -> Result<Vec<LutTableRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device, setting_key, COUNT(*) AS entries, MAX(created_at_ms) AS updated_at_ms
+             FROM lut_entries WHERE (CAST($1 AS TEXT) IS NULL OR device = $1)
+             GROUP BY device, setting_key ORDER BY device, setting_key",
+        )
+        .bind(device)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(LutTableRow {
+                    device: row.try_get("device")?,
+                    setting_key: row.try_get("setting_key")?,
+                    entries: row.try_get("entries")?,
+                    updated_at_ms: row.try_get("updated_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every entry of every LUT of `device` (all settings), by setting then operator.
+    pub async fn lut_entries_of_device(&self, device: &str) -> Result<Vec<LutEntryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device, setting_key, op_key, median_ms, p10_ms, p90_ms, repeats, created_at_ms
+             FROM lut_entries WHERE device = $1 ORDER BY setting_key, op_key",
+        )
+        .bind(device)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(lut_entry_from_row).collect()
+    }
+
+    /// Records a calibration; it becomes the one in use for its device and setting.
+    pub async fn put_lut_calibration(
+        &self,
+        device: &str,
+        setting_key: &str,
+        coefficients: &Value,
+        fidelity: &Value,
+    ) -> Result<LutCalibrationRow, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO lut_calibrations (device, setting_key, coefficients, fidelity, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             RETURNING id, device, setting_key, coefficients, fidelity, created_at_ms",
+        )
+        .bind(device)
+        .bind(setting_key)
+        .bind(coefficients.to_string())
+        .bind(fidelity.to_string())
+        .bind(clock_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        calibration_from_row(&row)
+    }
+
+    /// The calibration in use (the newest) for a device and setting, if any.
+    pub async fn lut_calibration(
+        &self,
+        device: &str,
+        setting_key: &str,
+    ) -> Result<Option<LutCalibrationRow>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, device, setting_key, coefficients, fidelity, created_at_ms
+             FROM lut_calibrations WHERE device = $1 AND setting_key = $2
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(device)
+        .bind(setting_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(calibration_from_row).transpose()
+    }
+}
+
+fn calibration_from_row(row: &AnyRow) -> Result<LutCalibrationRow, StoreError> {
+    Ok(LutCalibrationRow {
+        id: row.try_get("id")?,
+        device: row.try_get("device")?,
+        setting_key: row.try_get("setting_key")?,
+        coefficients: json_column(row, "coefficients")?,
+        fidelity: json_column(row, "fidelity")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+    })
+}
