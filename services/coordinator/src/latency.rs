@@ -43,7 +43,9 @@ pub async fn load(
         Some(row) => match serde_json::from_value::<lut::Calibration>(row.coefficients) {
             Ok(c) => Some(c),
             Err(e) => {
-                return Ok(Err(format!("the stored calibration of `{device}` for `{key}` is malformed: {e}")));
+                return Ok(Err(format!(
+                    "the stored calibration of `{device}` for `{key}` is malformed: {e}"
+                )));
             }
         },
         None => None,

@@ -87,7 +87,8 @@ pub async fn a_stale_lease_token_is_refused_and_the_fresh_result_kept(db: TestDb
     let mut config = ApiConfig::new(ADMIN, WORKER);
     config.lease_ttl = Duration::from_millis(1);
     let (router, state) = api_with(&db.store, config);
-    post(&router, "/api/v1/searches", ADMIN, &spec(aging(1, 1, 1))).await;
+    let (status, _) = post(&router, "/api/v1/searches", ADMIN, &spec(aging(2, 1, 1))).await;
+    assert_eq!(status, StatusCode::CREATED);
     register(&router, "slow").await;
     register(&router, "fresh").await;
     let old = lease(&router, "slow").await.unwrap();

@@ -187,7 +187,8 @@ pub async fn malformed_json_is_a_400_and_a_wrong_field_a_422_with_its_path(db: T
     assert!(err["fields"][0]["message"].as_str().unwrap().contains("tokenz"), "{err}");
     // Worker messages too.
     let (status, _) =
-        send(&router, Method::POST, "/api/v1/workers/register", Some(WORKER), Some("[1,2")).await;
+        send(&router, Method::POST, "/api/v1/workers/register", Some(WORKER), Some("{\"worker_id\": tru"))
+            .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     let (status, err) =
         post(&router, "/api/v1/trials/1/complete", WORKER, &json!({ "lease_token": 7 })).await;
@@ -258,7 +259,7 @@ pub async fn oversized_bodies_are_413(db: TestDb) {
 pub async fn bad_leaderboard_parameters_name_the_parameter(db: TestDb) {
     let (router, _) = api(&db.store);
     let (_, created) = post(&router, "/api/v1/searches", ADMIN, &spec(aging(4, 2, 1))).await;
-    let id = created["id"];
+    let id = &created["id"];
     for (query, name) in
         [("sort=speed", "sort"), ("limit=0", "limit"), ("cursor=zzz", "cursor"), ("order=up", "order")]
     {
