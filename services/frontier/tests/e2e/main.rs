@@ -135,7 +135,7 @@ stages = 3
 min_blocks_per_stage = 1
 max_blocks_per_stage = 1
 max_operators = 6
-hidden_sizes = [32, 64]
+hidden_sizes = [64, 128]
 
 [target]
 setting = "batch=1,prompt=16,gen=32"
