@@ -24,6 +24,8 @@ pub const PRESETS: &[(&str, &str)] = &[
         "byte-level hybrid, hidden 128: DeltaNet, Mamba2 and Attention with FFNs, for tests and demos",
     ),
     ("tiny-transformer", "byte-level Transformer, hidden 128: [A, F] x 2, for tests and demos"),
+    ("tiny-mamba2", "byte-level pure Mamba2, hidden 128: [M2, F] x 2, the tiny Transformer's peer"),
+    ("tiny-deltanet", "byte-level pure DeltaNet, hidden 128: [D, F] x 2, the tiny Transformer's peer"),
 ];
 
 /// The preset of that name.
@@ -56,6 +58,8 @@ pub fn preset(name: &str) -> Option<Architecture> {
             },
         ),
         "tiny-transformer" => Architecture::from_layers(tiny_settings(), codes(&["A", "F", "A", "F"])),
+        "tiny-mamba2" => Architecture::from_layers(tiny_settings(), codes(&["M2", "F", "M2", "F"])),
+        "tiny-deltanet" => Architecture::from_layers(tiny_settings(), codes(&["D", "F", "D", "F"])),
         _ => return None,
     };
     Some(arch.named(name))

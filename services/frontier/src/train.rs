@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use search_space::ModelSpec;
 use serde_json::json;
-use worker::data::{DataConfig, TokenizerSpec};
+use worker::data::{CorpusSource, DataConfig, TokenizerSpec};
 use worker::decode::DecodeSetting;
 use worker::run::{DeviceChoice, decode_job, train_job};
 use worker::train::{Outcome, Progress, TrainConfig};
@@ -58,9 +58,11 @@ impl ModelArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Text file, directory of text files, or JSONL with a `text` field.
+    /// Text file, directory of text files, or JSONL with a `text` field; or synthetic tasks:
+    /// `synthetic:TASK[?KEY=VALUE&...][,TASK...]` with tasks in_context_recall, fuzzy_recall,
+    /// noisy_recall, selective_copying, compression, memorization (scored by per-task accuracy).
     #[arg(long)]
-    corpus: PathBuf,
+    corpus: String,
     /// Training-token budget.
     #[arg(long)]
     tokens: u64,
@@ -159,8 +161,9 @@ pub fn train(args: TrainArgs) -> Result<String> {
     if args.tokens == 0 {
         bail!("--tokens must be at least one batch ({} × {})", args.batch, args.seq_len);
     }
+    let corpus: CorpusSource = args.corpus.parse().context("--corpus")?;
     let data = DataConfig {
-        corpus: args.corpus.clone(),
+        corpus: corpus.clone(),
         tokenizer: tokenizer_spec(&args.tokenizer)?,
         validation_fraction: args.val_fraction,
         cache_dir: args.cache_dir.clone(),
@@ -177,7 +180,7 @@ pub fn train(args: TrainArgs) -> Result<String> {
     };
     let run =
         train_job(&spec, &data, &config, args.model.device, args.eval_untrained, progress_printer(args.json))
-            .with_context(|| format!("training {name} on {}", args.corpus.display()))?;
+            .with_context(|| format!("training {name} on {corpus}"))?;
     if args.json {
         let mut line = json!({
             "arch": name,
@@ -188,6 +191,9 @@ pub fn train(args: TrainArgs) -> Result<String> {
             "untrained_val_loss": run.untrained_val_loss,
             "untrained_val_ppl": run.untrained_val_loss.map(f64::exp),
         });
+        if let (Some(line), Some(accuracy)) = (line.as_object_mut(), &run.untrained_accuracy) {
+            line.insert("untrained_accuracy".into(), serde_json::to_value(accuracy)?);
+        }
         let fields = serde_json::to_value(&run.outcome)?;
         if let (Some(line), Some(fields)) = (line.as_object_mut(), fields.as_object()) {
             line.extend(fields.clone());
@@ -198,16 +204,27 @@ pub fn train(args: TrainArgs) -> Result<String> {
     if let Some(loss) = run.untrained_val_loss {
         out += &format!("untrained: val loss {loss:.4}, val PPL {:.2}\n", loss.exp());
     }
+    if let Some(accuracy) = &run.untrained_accuracy {
+        out += &format!("untrained accuracy: {}\n", accuracy_list(accuracy));
+    }
     match run.outcome {
         Outcome::Completed(r) => {
             out += &format!(
                 "trained {} tokens in {} steps ({:.1} s, {:.0} tokens/s): train loss {:.4}, val loss {:.4}, val PPL {:.2}\n",
                 r.tokens, r.steps, r.train_seconds, r.tokens_per_s, r.train_loss, r.val_loss, r.val_ppl
             );
+            if let Some(accuracy) = &r.accuracy {
+                out += &format!("accuracy: {}\n", accuracy_list(accuracy));
+            }
             Ok(out)
         }
         Outcome::Diverged { step, loss } => bail!("training diverged at step {step} (loss {loss})"),
     }
+}
+
+/// `task 0.931, task 0.120` in task order.
+fn accuracy_list(accuracy: &std::collections::BTreeMap<String, f64>) -> String {
+    accuracy.iter().map(|(task, a)| format!("{task} {a:.3}")).collect::<Vec<_>>().join(", ")
 }
 
 pub fn decode_bench(args: DecodeArgs) -> Result<String> {

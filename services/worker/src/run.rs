@@ -8,10 +8,17 @@ use search_space::ModelSpec;
 use serde::Serialize;
 
 use crate::backend::{Cpu, CpuAutodiff, CpuDevice, describe};
-use crate::data::{DataConfig, DataError, PreparedData, prepare};
+use std::collections::BTreeMap;
+
+use crate::data::{
+    CorpusSource, DataConfig, DataError, PreparedData, SyntheticTasks, TokenizerSpec, prepare,
+};
 use crate::decode::{DecodeError, DecodeReport, DecodeSetting, bench};
 use crate::model::lm::HybridLm;
-use crate::train::{Outcome, Progress, TrainConfig, TrainError, evaluate, train};
+use crate::train::{
+    Outcome, Progress, TrainConfig, TrainData, TrainError, evaluate, evaluate_tasks, train_on_data,
+    validation_examples,
+};
 
 /// Where to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,15 +66,47 @@ pub struct TrainRun {
     pub outcome: Outcome,
     /// Validation loss of the model before training, when asked for.
     pub untrained_val_loss: Option<f64>,
+    /// Synthetic tasks only: each task's accuracy before training, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untrained_accuracy: Option<BTreeMap<String, f64>>,
     pub params: u64,
     pub device: String,
+    /// The tokenizer's name; `synthetic` for synthetic tasks.
     pub tokenizer: String,
     pub vocab_size: usize,
+    /// Tokens of the training stream; for synthetic tasks, the budget (every example is fresh).
     pub train_tokens_available: usize,
+    /// Tokens of the validation stream; for synthetic tasks, the tokens of the fixed examples.
     pub validation_tokens_available: usize,
 }
 
-/// Prepares the corpus, sizes the model's vocabulary to the tokenizer, trains and scores it.
+impl TrainRun {
+    /// Per-task accuracy after training (synthetic tasks only).
+    pub fn accuracy(&self) -> Option<&BTreeMap<String, f64>> {
+        match &self.outcome {
+            Outcome::Completed(report) => report.accuracy.as_ref(),
+            Outcome::Diverged { .. } => None,
+        }
+    }
+}
+
+/// The data a job trains on, made ready.
+enum Prepared {
+    Text(PreparedData),
+    Synthetic(SyntheticTasks),
+}
+
+impl Prepared {
+    fn vocab_size(&self) -> usize {
+        match self {
+            Prepared::Text(p) => p.tokenizer.vocab_size(),
+            Prepared::Synthetic(t) => t.vocab_size(),
+        }
+    }
+}
+
+/// Prepares the corpus (or sets up the synthetic tasks at the run's sequence length), sizes the
+/// model's vocabulary to the tokenizer (or the tasks' vocabulary), trains and scores it.
 pub fn train_job(
     spec: &ModelSpec,
     data: &DataConfig,
@@ -76,10 +115,20 @@ pub fn train_job(
     score_untrained: bool,
     progress: impl FnMut(Progress),
 ) -> Result<TrainRun, RunError> {
-    let prepared = prepare(data)?;
+    let prepared = match &data.corpus {
+        CorpusSource::Path(_) => Prepared::Text(prepare(data)?),
+        CorpusSource::Synthetic(synthetic) => {
+            if let TokenizerSpec::TrainBpe { .. } | TokenizerSpec::File(_) = data.tokenizer {
+                let name = format!("{:?}", data.tokenizer);
+                return Err(DataError::TokenizerWithSynthetic(name).into());
+            }
+            let tasks = SyntheticTasks::new(synthetic, config.seq_len).map_err(DataError::from)?;
+            Prepared::Synthetic(tasks)
+        }
+    };
     // The proxy is trained with the proxy's tokenizer: the architecture's vocabulary describes
     // deployment, the tokenizer decides what the model sees here.
-    let spec = ModelSpec { vocab_size: prepared.tokenizer.vocab_size() as u32, ..spec.clone() };
+    let spec = ModelSpec { vocab_size: prepared.vocab_size() as u32, ..spec.clone() };
     spec.validate()?;
     match device {
         DeviceChoice::Cpu => train_on::<CpuAutodiff>(
@@ -106,7 +155,7 @@ pub fn train_job(
 
 fn train_on<B: AutodiffBackend>(
     spec: &ModelSpec,
-    prepared: &PreparedData,
+    prepared: &Prepared,
     config: &TrainConfig,
     device: &B::Device,
     score_untrained: bool,
@@ -114,29 +163,56 @@ fn train_on<B: AutodiffBackend>(
 ) -> Result<TrainRun, RunError> {
     let model = HybridLm::<B>::init_seeded(spec, config.seed, device);
     let params = model.num_params() as u64;
-    let untrained_val_loss = if score_untrained {
-        Some(evaluate(
-            &model.valid(),
-            &prepared.validation,
-            config.seq_len,
-            config.batch_size,
-            config.eval_tokens,
-            device,
-        )?)
-    } else {
-        None
+    let (mut untrained_val_loss, mut untrained_accuracy) = (None, None);
+    let run = match prepared {
+        Prepared::Text(prepared) => {
+            if score_untrained {
+                untrained_val_loss = Some(evaluate(
+                    &model.valid(),
+                    &prepared.validation,
+                    config.seq_len,
+                    config.batch_size,
+                    config.eval_tokens,
+                    device,
+                )?);
+            }
+            let data = TrainData::Text { train: &prepared.train, validation: &prepared.validation };
+            let (outcome, _) = train_on_data(model, data, config, device, progress)?;
+            TrainRun {
+                outcome,
+                untrained_val_loss,
+                untrained_accuracy,
+                params,
+                device: describe::<B>(device),
+                tokenizer: prepared.tokenizer.name(),
+                vocab_size: prepared.tokenizer.vocab_size(),
+                train_tokens_available: prepared.train.len(),
+                validation_tokens_available: prepared.validation.len(),
+            }
+        }
+        Prepared::Synthetic(tasks) => {
+            if score_untrained {
+                let scores =
+                    evaluate_tasks(&model.valid(), tasks, config.batch_size, config.eval_tokens, device);
+                untrained_val_loss = Some(scores.pooled_loss);
+                untrained_accuracy = Some(scores.accuracy);
+            }
+            let (outcome, _) = train_on_data(model, TrainData::Synthetic(tasks), config, device, progress)?;
+            let examples = validation_examples(tasks, config.eval_tokens) * tasks.task_names().len();
+            TrainRun {
+                outcome,
+                untrained_val_loss,
+                untrained_accuracy,
+                params,
+                device: describe::<B>(device),
+                tokenizer: "synthetic".to_owned(),
+                vocab_size: tasks.vocab_size(),
+                train_tokens_available: usize::try_from(config.tokens).unwrap_or(usize::MAX),
+                validation_tokens_available: examples * tasks.seq_len(),
+            }
+        }
     };
-    let (outcome, _) = train(model, &prepared.train, &prepared.validation, config, device, progress)?;
-    Ok(TrainRun {
-        outcome,
-        untrained_val_loss,
-        params,
-        device: describe::<B>(device),
-        tokenizer: prepared.tokenizer.name(),
-        vocab_size: prepared.tokenizer.vocab_size(),
-        train_tokens_available: prepared.train.len(),
-        validation_tokens_available: prepared.validation.len(),
-    })
+    Ok(run)
 }
 
 /// Builds the model (weights from `seed`) and measures its decode latency.

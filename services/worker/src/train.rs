@@ -8,9 +8,14 @@
 //! same batches and the same result. Validation runs over consecutive windows of the held-out
 //! stream and reports mean loss and perplexity.
 //!
+//! On synthetic tasks ([`crate::data::synthetic`]) each batch carries a mask of the scored
+//! targets: the loss is the mean over scored targets only, and validation reports the loss and
+//! the accuracy (argmax = target at scored targets) of each task on a fixed set of examples.
+//!
 //! The loop is a step function ([`Trainer::step`]) and a driver ([`train`]); progress goes to a
 //! callback that the CLI draws as a progress bar and the worker sends as heartbeats.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
@@ -18,10 +23,12 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
-use crate::data::{Batch, BatchError, TrainBatches, ValidationBatches};
+use crate::data::synthetic::TaskScores;
+use crate::data::{Batch, BatchError, SyntheticTasks, TrainBatches, ValidationBatches};
 use crate::model::lm::HybridLm;
 
 /// How to train.
@@ -45,7 +52,8 @@ pub struct TrainConfig {
     pub weight_norm: bool,
     /// Seeds the weights and the batch order.
     pub seed: u64,
-    /// Most validation tokens to score; the whole held-out stream when `None`.
+    /// Most validation tokens to score; the whole held-out stream when `None`. On synthetic
+    /// tasks it sets the validation examples per task (see [`validation_examples`]).
     pub eval_tokens: Option<usize>,
 }
 
@@ -103,6 +111,12 @@ pub struct TrainReport {
     /// Training throughput (optimiser steps only, validation excluded).
     pub tokens_per_s: f64,
     pub train_seconds: f64,
+    /// Synthetic tasks only: the share of each task's scored targets predicted right (argmax).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<BTreeMap<String, f64>>,
+    /// Synthetic tasks only: each task's mean validation loss over its scored targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_loss: Option<BTreeMap<String, f64>>,
 }
 
 /// How a run ended.
@@ -147,7 +161,7 @@ impl Schedule {
 pub struct Trainer<'a, B: AutodiffBackend> {
     pub model: HybridLm<B>,
     optimizer: OptimizerAdaptor<AdamW, HybridLm<B>, B>,
-    batches: TrainBatches<'a>,
+    batches: BatchSource<'a>,
     schedule: Schedule,
     config: TrainConfig,
     step: u64,
@@ -160,11 +174,55 @@ impl<B: AutodiffBackend> std::fmt::Debug for Trainer<'_, B> {
     }
 }
 
+/// Where a trainer's batches come from.
+#[derive(Clone, Debug)]
+pub enum BatchSource<'a> {
+    /// Seeded random windows of a token stream.
+    Text(TrainBatches<'a>),
+    /// Fresh synthetic examples, a pure function of the seed and the step.
+    Synthetic { tasks: &'a SyntheticTasks, seed: u64, batch_size: usize },
+}
+
+impl BatchSource<'_> {
+    /// The batch of `step`.
+    pub fn batch(&self, step: u64) -> Batch {
+        match self {
+            BatchSource::Text(windows) => windows.batch(step),
+            BatchSource::Synthetic { tasks, seed, batch_size } => tasks.train_batch(*seed, step, *batch_size),
+        }
+    }
+}
+
 impl<'a, B: AutodiffBackend> Trainer<'a, B> {
     /// Checks the budget and the data, and sets up the optimiser.
     pub fn new(
         model: HybridLm<B>,
         train_tokens: &'a [u32],
+        config: TrainConfig,
+        device: B::Device,
+    ) -> Result<Self, TrainError> {
+        check(&config)?;
+        let batches = TrainBatches::new(train_tokens, config.seq_len, config.batch_size, config.seed)
+            .map_err(TrainError::Train)?;
+        Self::with_source(model, BatchSource::Text(batches), config, device)
+    }
+
+    /// A trainer on synthetic tasks generated at the configured sequence length.
+    pub fn on_tasks(
+        model: HybridLm<B>,
+        tasks: &'a SyntheticTasks,
+        config: TrainConfig,
+        device: B::Device,
+    ) -> Result<Self, TrainError> {
+        check(&config)?;
+        check_tasks(tasks, &config)?;
+        let source = BatchSource::Synthetic { tasks, seed: config.seed, batch_size: config.batch_size };
+        Self::with_source(model, source, config, device)
+    }
+
+    fn with_source(
+        model: HybridLm<B>,
+        batches: BatchSource<'a>,
         config: TrainConfig,
         device: B::Device,
     ) -> Result<Self, TrainError> {
@@ -178,8 +236,6 @@ impl<'a, B: AutodiffBackend> Trainer<'a, B> {
                 seq_len: config.seq_len,
             });
         }
-        let batches = TrainBatches::new(train_tokens, config.seq_len, config.batch_size, config.seed)
-            .map_err(TrainError::Train)?;
         let weight_decay = if config.weight_norm { 0.0 } else { config.weight_decay };
         // PyTorch's defaults where burn's differ (eps 1e-8, not 1e-5), betas of LM training.
         let optimizer = AdamWConfig::new()
@@ -259,18 +315,128 @@ fn check(config: &TrainConfig) -> Result<(), TrainError> {
     Ok(())
 }
 
-/// Mean next-token cross-entropy of a batch.
-fn loss_of<B: Backend>(model: &HybridLm<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+fn check_tasks(tasks: &SyntheticTasks, config: &TrainConfig) -> Result<(), TrainError> {
+    if tasks.seq_len() != config.seq_len {
+        return Err(TrainError::Config(format!(
+            "the synthetic tasks were generated for seq_len {}, the run uses {}",
+            tasks.seq_len(),
+            config.seq_len
+        )));
+    }
+    Ok(())
+}
+
+/// The model's logits for a batch as `[rows · seq_len, vocab]`, and the targets as `[rows · seq_len]`.
+fn logits_and_targets<B: Backend>(
+    model: &HybridLm<B>,
+    batch: &Batch,
+    device: &B::Device,
+) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
     let (rows, seq) = (batch.rows, batch.seq_len);
     let ids = |v: &[u32]| {
         let data: Vec<i64> = v.iter().map(|&t| i64::from(t)).collect();
         Tensor::<B, 1, Int>::from_data(TensorData::new(data, [rows * seq]), device)
     };
-    let inputs = ids(&batch.inputs).reshape([rows, seq]);
-    let targets = ids(&batch.targets);
-    let logits = model.forward(inputs);
+    let logits = model.forward(ids(&batch.inputs).reshape([rows, seq]));
     let vocab = logits.dims()[2];
-    CrossEntropyLossConfig::new().init(device).forward(logits.reshape([rows * seq, vocab]), targets)
+    (logits.reshape([rows * seq, vocab]), ids(&batch.targets))
+}
+
+/// Mean cross-entropy over the scored targets of a batch (all of them for text).
+fn loss_of<B: Backend>(model: &HybridLm<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+    let (logits, targets) = logits_and_targets(model, batch, device);
+    match &batch.scored {
+        None => CrossEntropyLossConfig::new().init(device).forward(logits, targets),
+        Some(scored) => masked_cross_entropy(logits, targets, scored),
+    }
+}
+
+/// Mean cross-entropy of `logits` `[n, vocab]` against `targets` over the positions where
+/// `scored` is true; zero when none is.
+pub fn masked_cross_entropy<B: Backend>(
+    logits: Tensor<B, 2>,
+    targets: Tensor<B, 1, Int>,
+    scored: &[bool],
+) -> Tensor<B, 1> {
+    let n = scored.len();
+    let device = logits.device();
+    let count = scored.iter().filter(|&&s| s).count().max(1);
+    let weights: Vec<f32> = scored.iter().map(|&s| if s { 1.0 } else { 0.0 }).collect();
+    let weights = Tensor::<B, 1>::from_data(TensorData::new(weights, [n]), &device);
+    let picked = log_softmax(logits, 1).gather(1, targets.reshape([n, 1])).reshape([n]);
+    picked.mul(weights).sum().neg().div_scalar(count as f64)
+}
+
+/// Summed loss, scored targets and right answers (argmax = target) of one batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct BatchScore {
+    pub loss_sum: f64,
+    pub scored: usize,
+    pub correct: usize,
+}
+
+impl BatchScore {
+    fn add(&mut self, other: BatchScore) {
+        self.loss_sum += other.loss_sum;
+        self.scored += other.scored;
+        self.correct += other.correct;
+    }
+
+    pub fn mean_loss(&self) -> f64 {
+        self.loss_sum / self.scored.max(1) as f64
+    }
+
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.scored.max(1) as f64
+    }
+}
+
+/// Scores one batch at its scored targets (all of them for text).
+pub fn score_batch<B: Backend>(model: &HybridLm<B>, batch: &Batch, device: &B::Device) -> BatchScore {
+    let (logits, targets) = logits_and_targets(model, batch, device);
+    let n = batch.targets.len();
+    let predicted = logits.clone().argmax(1).reshape([n]).into_data();
+    let picked = log_softmax(logits, 1).gather(1, targets.reshape([n, 1])).reshape([n]).into_data();
+    let mut score = BatchScore::default();
+    for (i, (logp, guess)) in picked.iter::<f64>().zip(predicted.iter::<i64>()).enumerate() {
+        if batch.scored.as_ref().is_none_or(|s| s[i]) {
+            score.loss_sum -= logp;
+            score.scored += 1;
+            score.correct += usize::from(guess == i64::from(batch.targets[i]));
+        }
+    }
+    score
+}
+
+/// Validation examples per task: the token budget spread over the tasks, at least 16 each; 256
+/// each without a budget.
+pub fn validation_examples(tasks: &SyntheticTasks, eval_tokens: Option<usize>) -> usize {
+    let per_task = tasks.seq_len() * tasks.task_names().len();
+    eval_tokens.map_or(256, |t| t / per_task.max(1)).max(16)
+}
+
+/// Loss and accuracy of each task on its fixed validation examples.
+pub fn evaluate_tasks<B: Backend>(
+    model: &HybridLm<B>,
+    tasks: &SyntheticTasks,
+    batch_size: usize,
+    eval_tokens: Option<usize>,
+    device: &B::Device,
+) -> TaskScores {
+    let examples = validation_examples(tasks, eval_tokens);
+    let mut scores = TaskScores::default();
+    let mut pooled = BatchScore::default();
+    for (task, name) in tasks.task_names().into_iter().enumerate() {
+        let mut score = BatchScore::default();
+        for batch in tasks.validation_batches(task, examples, batch_size) {
+            score.add(score_batch(model, &batch, device));
+        }
+        scores.loss.insert(name.to_owned(), score.mean_loss());
+        scores.accuracy.insert(name.to_owned(), score.accuracy());
+        pooled.add(score);
+    }
+    scores.pooled_loss = pooled.mean_loss();
+    scores
 }
 
 /// Scales all gradients by `max_norm / ‖g‖` when their global L2 norm exceeds `max_norm`.
@@ -327,6 +493,15 @@ pub fn evaluate<B: Backend>(
     Ok(total / count.max(1) as f64)
 }
 
+/// What a run trains on and is scored on.
+#[derive(Clone, Copy, Debug)]
+pub enum TrainData<'a> {
+    /// Token streams: random training windows, validation over consecutive windows.
+    Text { train: &'a [u32], validation: &'a [u32] },
+    /// Synthetic tasks: fresh training examples, per-task loss and accuracy on fixed ones.
+    Synthetic(&'a SyntheticTasks),
+}
+
 /// Trains a model for the configured budget and scores it on the validation stream.
 pub fn train<B: AutodiffBackend>(
     model: HybridLm<B>,
@@ -334,12 +509,29 @@ pub fn train<B: AutodiffBackend>(
     validation_tokens: &[u32],
     config: &TrainConfig,
     device: &B::Device,
+    progress: impl FnMut(Progress),
+) -> Result<(Outcome, HybridLm<B>), TrainError> {
+    let data = TrainData::Text { train: train_tokens, validation: validation_tokens };
+    train_on_data(model, data, config, device, progress)
+}
+
+/// Trains a model for the configured budget on `data` and scores it.
+pub fn train_on_data<B: AutodiffBackend>(
+    model: HybridLm<B>,
+    data: TrainData<'_>,
+    config: &TrainConfig,
+    device: &B::Device,
     mut progress: impl FnMut(Progress),
 ) -> Result<(Outcome, HybridLm<B>), TrainError> {
-    // Fail on unusable validation data before spending the budget.
-    ValidationBatches::new(validation_tokens, config.seq_len, config.batch_size)
-        .map_err(TrainError::Validation)?;
-    let mut trainer = Trainer::new(model, train_tokens, config.clone(), device.clone())?;
+    let mut trainer = match data {
+        TrainData::Text { train, validation } => {
+            // Fail on unusable validation data before spending the budget.
+            ValidationBatches::new(validation, config.seq_len, config.batch_size)
+                .map_err(TrainError::Validation)?;
+            Trainer::new(model, train, config.clone(), device.clone())?
+        }
+        TrainData::Synthetic(tasks) => Trainer::on_tasks(model, tasks, config.clone(), device.clone())?,
+    };
     let per_step = (config.batch_size * config.seq_len) as u64;
     let steps = trainer.total_steps();
     let tail = (steps / 10).max(1);
@@ -366,14 +558,18 @@ pub fn train<B: AutodiffBackend>(
     }
     let train_seconds = started.elapsed().as_secs_f64();
     let model = trainer.model;
-    let val_loss = evaluate(
-        &model.valid(),
-        validation_tokens,
-        config.seq_len,
-        config.batch_size,
-        config.eval_tokens,
-        device,
-    )?;
+    let valid = model.valid();
+    let (val_loss, accuracy, task_loss) = match data {
+        TrainData::Text { validation, .. } => {
+            let loss =
+                evaluate(&valid, validation, config.seq_len, config.batch_size, config.eval_tokens, device)?;
+            (loss, None, None)
+        }
+        TrainData::Synthetic(tasks) => {
+            let scores = evaluate_tasks(&valid, tasks, config.batch_size, config.eval_tokens, device);
+            (scores.pooled_loss, Some(scores.accuracy), Some(scores.loss))
+        }
+    };
     let tokens = steps * per_step;
     let report = TrainReport {
         steps,
@@ -383,6 +579,8 @@ pub fn train<B: AutodiffBackend>(
         val_ppl: val_loss.exp(),
         tokens_per_s: tokens as f64 / train_seconds.max(1e-9),
         train_seconds,
+        accuracy,
+        task_loss,
     };
     Ok((Outcome::Completed(report), model))
 }

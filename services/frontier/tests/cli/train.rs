@@ -127,3 +127,66 @@ fn bad_training_input_gets_one_clear_error_each() {
     let err = run(args);
     assert!(err.contains("layers[0]: hidden size 100 is not divisible by 3 attention heads"), "{err}");
 }
+
+#[test]
+fn train_on_a_synthetic_task_reports_its_accuracy_in_the_json_line() {
+    let out = ok(&[
+        "train",
+        "--preset",
+        "tiny-hybrid",
+        "--corpus",
+        "synthetic:in_context_recall",
+        "--tokens",
+        "1024",
+        "--seq-len",
+        "64",
+        "--batch",
+        "8",
+        "--eval-tokens",
+        "2048",
+        "--eval-untrained",
+        "--json",
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    let line = json(&out);
+    assert_eq!(line["outcome"], "completed");
+    assert_eq!(line["tokenizer"], "synthetic");
+    let accuracy = line["accuracy"].as_object().expect("an accuracy map");
+    assert_eq!(accuracy.keys().collect::<Vec<_>>(), ["in_context_recall"]);
+    assert!(accuracy["in_context_recall"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{line}");
+    assert!(line["untrained_accuracy"]["in_context_recall"].is_number(), "{line}");
+    assert!(line["task_loss"]["in_context_recall"].as_f64().is_some_and(f64::is_finite), "{line}");
+}
+
+#[test]
+fn without_a_preset_the_tiny_hybrid_trains_and_the_summary_lists_each_task() {
+    let out = ok(&[
+        "train",
+        "--corpus",
+        "synthetic:selective_copying?vocab=8,memorization?vocab=16",
+        "--tokens",
+        "512",
+        "--seq-len",
+        "64",
+        "--batch",
+        "8",
+        "--eval-tokens",
+        "2048",
+    ]);
+    assert!(out.starts_with("tiny-hybrid:"), "{out}");
+    let accuracy = out.lines().find(|l| l.starts_with("accuracy: ")).expect("an accuracy line");
+    assert!(accuracy.contains("memorization ") && accuracy.contains("selective_copying "), "{out}");
+}
+
+#[test]
+fn a_bad_synthetic_corpus_gets_one_clear_error() {
+    let base = |corpus: &str, seq_len: &str| {
+        fails(&["train", "--corpus", corpus, "--tokens", "4096", "--seq-len", seq_len, "--batch", "4"])
+    };
+    let err = base("synthetic:recall", "64");
+    assert!(err.contains("--corpus") && err.contains("unknown synthetic task `recall`"), "{err}");
+    let err = base("synthetic:noisy_recall?noise=2", "64");
+    assert!(err.contains("noise=2: must be in [0, 1)"), "{err}");
+    let err = base("synthetic:selective_copying", "16");
+    assert!(err.contains("copying 16 tokens needs seq_len ≥ 33"), "{err}");
+}

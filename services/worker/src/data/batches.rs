@@ -34,8 +34,12 @@ pub enum BatchError {
 pub struct Batch {
     /// Input ids, `rows x seq_len`.
     pub inputs: Vec<u32>,
-    /// Target ids, `rows x seq_len`: each input's next token.
+    /// Target ids, `rows x seq_len`: each input's next token for text (synthetic tasks may
+    /// ask for other targets; see `synthetic`).
     pub targets: Vec<u32>,
+    /// Which targets count in loss and accuracy, `rows x seq_len`; `None` scores every target,
+    /// as for text.
+    pub scored: Option<Vec<bool>>,
     /// Number of windows.
     pub rows: usize,
     /// Tokens per window.
@@ -47,6 +51,7 @@ impl Batch {
         Self {
             inputs: Vec::with_capacity(rows * seq_len),
             targets: Vec::with_capacity(rows * seq_len),
+            scored: None,
             rows: 0,
             seq_len,
         }

@@ -1,4 +1,6 @@
-//! Proxy training end to end on the CPU backend: real text, tiny models.
+//! Proxy training end to end on the CPU backend: real text and synthetic tasks, tiny models.
+
+mod synthetic;
 
 use burn::module::AutodiffModule;
 use search_space::presets::{preset, tiny_settings};
