@@ -20,7 +20,7 @@ use api::{
 };
 use reqwest::StatusCode;
 
-use crate::data::{DataConfig, TokenizerSpec};
+use crate::data::{CorpusSource, DataConfig, TokenizerSpec};
 use crate::decode::DecodeSetting;
 use crate::run::{DeviceChoice, RunError, TrainRun, decode_job, train_job};
 use crate::train::{Outcome, Progress, TrainConfig};
@@ -330,7 +330,9 @@ pub fn data_config(
     cache_dir: Option<std::path::PathBuf>,
 ) -> Result<DataConfig, JobError> {
     let bad = |message: String| JobError { message, retryable: false };
-    let mut data = DataConfig::new(proxy.corpus.clone());
+    let source: CorpusSource =
+        proxy.corpus.parse().map_err(|e| bad(format!("proxy.corpus `{}`: {e}", proxy.corpus)))?;
+    let mut data = DataConfig::from_source(source);
     data.tokenizer = match proxy.tokenizer.as_str() {
         "bytes" => TokenizerSpec::Bytes,
         other => match other.strip_prefix("bpe:").and_then(|n| n.parse::<usize>().ok()) {
@@ -408,6 +410,7 @@ fn retryable(e: &RunError) -> bool {
 }
 
 fn metrics_of(run: TrainRun, loss_curve: Vec<(u64, f64)>, measured_latency_ms: Option<f64>) -> TrialMetrics {
+    let accuracy = run.accuracy().and_then(|a| serde_json::to_value(a).ok());
     match run.outcome {
         Outcome::Completed(r) => TrialMetrics {
             outcome: "completed".into(),
@@ -421,7 +424,7 @@ fn metrics_of(run: TrainRun, loss_curve: Vec<(u64, f64)>, measured_latency_ms: O
             params: run.params,
             loss_curve,
             measured_latency_ms,
-            accuracy: None,
+            accuracy,
             device: run.device,
         },
         Outcome::Diverged { step, loss: _ } => TrialMetrics {
