@@ -275,7 +275,10 @@ impl SearchSpec {
         if let Some(b) = self.target.latency_budget_ms
             && !(b.is_finite() && b > 0.0)
         {
-            errs.push("target.latency_budget_ms", format!("must be a positive number of milliseconds, got {b}"));
+            errs.push(
+                "target.latency_budget_ms",
+                format!("must be a positive number of milliseconds, got {b}"),
+            );
         }
         self.validate_proxy(&mut errs);
         self.validate_algorithm(&mut errs);
@@ -332,12 +335,18 @@ impl SearchSpec {
             errs.push("proxy.warmup_fraction", format!("must be in [0, 1), got {}", p.warmup_fraction));
         }
         if p.corpus.trim().is_empty() {
-            errs.push("proxy.corpus", "must name the training corpus as workers see it (a path, or synthetic:TASKS)");
+            errs.push(
+                "proxy.corpus",
+                "must name the training corpus as workers see it (a path, or synthetic:TASKS)",
+            );
         }
         if p.tokenizer != "bytes"
             && !p.tokenizer.strip_prefix("bpe:").is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 260))
         {
-            errs.push("proxy.tokenizer", format!("must be `bytes` or `bpe:N` with N ≥ 260, got `{}`", p.tokenizer));
+            errs.push(
+                "proxy.tokenizer",
+                format!("must be `bytes` or `bpe:N` with N ≥ 260, got `{}`", p.tokenizer),
+            );
         }
         if p.eval_tokens == Some(0) {
             errs.push("proxy.eval_tokens", "must be at least 1 when given");
@@ -348,7 +357,10 @@ impl SearchSpec {
         match self.algorithm {
             Algorithm::AgingEvolution { population, sample_size, per_cycle, cycles: _ } => {
                 if !(1..=MAX_POPULATION).contains(&population) {
-                    errs.push("algorithm.population", format!("must be in 1..={MAX_POPULATION}, got {population}"));
+                    errs.push(
+                        "algorithm.population",
+                        format!("must be in 1..={MAX_POPULATION}, got {population}"),
+                    );
                 }
                 if sample_size == 0 || sample_size > population {
                     errs.push(
@@ -357,7 +369,10 @@ impl SearchSpec {
                     );
                 }
                 if !(1..=MAX_POPULATION).contains(&per_cycle) {
-                    errs.push("algorithm.per_cycle", format!("must be in 1..={MAX_POPULATION}, got {per_cycle}"));
+                    errs.push(
+                        "algorithm.per_cycle",
+                        format!("must be in 1..={MAX_POPULATION}, got {per_cycle}"),
+                    );
                 }
                 if self.seeds.len() > population as usize {
                     errs.push(
@@ -368,7 +383,10 @@ impl SearchSpec {
             }
             Algorithm::Nsga2 { population, generations: _, crossover_probability, memory_objective: _ } => {
                 if !(2..=MAX_POPULATION).contains(&population) {
-                    errs.push("algorithm.population", format!("must be in 2..={MAX_POPULATION}, got {population}"));
+                    errs.push(
+                        "algorithm.population",
+                        format!("must be in 2..={MAX_POPULATION}, got {population}"),
+                    );
                 }
                 if !(0.0..=1.0).contains(&crossover_probability) {
                     errs.push(
@@ -388,7 +406,10 @@ impl SearchSpec {
         }
         let planned = self.algorithm.planned_candidates();
         if planned > MAX_CANDIDATES {
-            errs.push("algorithm", format!("plans {planned} candidates; at most {MAX_CANDIDATES} per search"));
+            errs.push(
+                "algorithm",
+                format!("plans {planned} candidates; at most {MAX_CANDIDATES} per search"),
+            );
         }
     }
 

@@ -22,7 +22,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use coordinator::Store;
 use coordinator::store::{NewDevice, NewLutEntry};
 use lut::fidelity::relative_error;
-use lut::{Calibration, CalibrationSample, DeploymentSetting, Fidelity, Lut, LutEntry, OpShape, fidelity, shapes_for};
+use lut::{
+    Calibration, CalibrationSample, DeploymentSetting, Fidelity, Lut, LutEntry, OpShape, fidelity, shapes_for,
+};
 use search_space::presets::{PRESETS, preset};
 use search_space::space::rng;
 use search_space::{Architecture, Dtype, ModelSettings, ModelSpec, OpKind, SearchSpace};
@@ -223,7 +225,8 @@ fn settings_of(name: &str) -> Result<ModelSettings> {
 fn load_space(path: Option<&Path>) -> Result<SearchSpace> {
     let space: SearchSpace = match path {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
             search_space::error::from_json_str(&text).with_context(|| path.display().to_string())?
         }
         None => SearchSpace::default(),
@@ -367,7 +370,11 @@ async fn show(args: ShowArgs) -> Result<String> {
         bail!("no entries for device `{device}` under {}", setting.key());
     }
     writeln!(out, "device {device}, setting {}", setting.key())?;
-    writeln!(out, "{:<72} {:>10} {:>10} {:>10} {:>7}", "operator", "median_ms", "p10_ms", "p90_ms", "repeats")?;
+    writeln!(
+        out,
+        "{:<72} {:>10} {:>10} {:>10} {:>7}",
+        "operator", "median_ms", "p10_ms", "p90_ms", "repeats"
+    )?;
     for e in lut.entries() {
         writeln!(
             out,
@@ -501,7 +508,8 @@ fn parse_csv(text: &str, file: &str) -> Result<Imported> {
     let mut tables: BTreeMap<String, (DeploymentSetting, Vec<LutEntry>)> = BTreeMap::new();
     for (i, line) in lines {
         let at = |field: &str| format!("{file}: line {}, field {field}", i + 1);
-        let fields = csv_split(line).with_context(|| format!("{file}: line {}: unterminated quote", i + 1))?;
+        let fields =
+            csv_split(line).with_context(|| format!("{file}: line {}: unterminated quote", i + 1))?;
         if fields.len() != 7 {
             bail!("{file}: line {}: expected 7 fields ({CSV_HEADER}), got {}", i + 1, fields.len());
         }
@@ -514,9 +522,10 @@ fn parse_csv(text: &str, file: &str) -> Result<Imported> {
         let setting: DeploymentSetting = fields[1].parse().with_context(|| at("setting"))?;
         let op: OpShape = fields[2].parse().with_context(|| at("op_key"))?;
         let number = |k: usize, name: &str| -> Result<f64> {
-            let v: f64 = fields[k].trim().parse().map_err(|_| {
-                anyhow::anyhow!("{}: `{}` is not a number", at(name), fields[k])
-            })?;
+            let v: f64 = fields[k]
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{}: `{}` is not a number", at(name), fields[k]))?;
             if !(v.is_finite() && v >= 0.0) {
                 bail!("{}: must be a finite, non-negative number of milliseconds", at(name));
             }
@@ -527,9 +536,10 @@ fn parse_csv(text: &str, file: &str) -> Result<Imported> {
             median_ms: number(3, "median_ms")?,
             p10_ms: number(4, "p10_ms")?,
             p90_ms: number(5, "p90_ms")?,
-            repeats: fields[6].trim().parse().map_err(|_| {
-                anyhow::anyhow!("{}: `{}` is not a whole number", at("repeats"), fields[6])
-            })?,
+            repeats: fields[6]
+                .trim()
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{}: `{}` is not a whole number", at("repeats"), fields[6]))?,
         };
         tables.entry(setting.key()).or_insert((setting, Vec::new())).1.push(entry);
     }
@@ -538,11 +548,14 @@ fn parse_csv(text: &str, file: &str) -> Result<Imported> {
 }
 
 fn parse_json(text: &str, file: &str) -> Result<Imported> {
-    let doc: LutDocument = serde_json::from_str(text).map_err(|e| {
-        anyhow::anyhow!("{file}: line {}, column {}: {e}", e.line(), e.column())
-    })?;
+    let doc: LutDocument = serde_json::from_str(text)
+        .map_err(|e| anyhow::anyhow!("{file}: line {}, column {}: {e}", e.line(), e.column()))?;
     if doc.format != FORMAT || doc.version != 1 {
-        bail!("{file}: field format/version: expected `{FORMAT}` version 1, got `{}` version {}", doc.format, doc.version);
+        bail!(
+            "{file}: field format/version: expected `{FORMAT}` version 1, got `{}` version {}",
+            doc.format,
+            doc.version
+        );
     }
     for (i, e) in doc.entries.iter().enumerate() {
         for (name, v) in [("median_ms", e.median_ms), ("p10_ms", e.p10_ms), ("p90_ms", e.p90_ms)] {
@@ -579,7 +592,12 @@ async fn import(args: ImportArgs) -> Result<String> {
     }
     if let Some(c) = doc.as_ref().and_then(|d| d.calibration.map(|c| (d.setting, c))) {
         store
-            .put_lut_calibration(&device, &c.0.key(), &serde_json::to_value(c.1)?, &json!({ "imported": file }))
+            .put_lut_calibration(
+                &device,
+                &c.0.key(),
+                &serde_json::to_value(c.1)?,
+                &json!({ "imported": file }),
+            )
             .await?;
     }
     Ok(format!("imported {count} entries for device `{device}` ({} settings)\n", tables.len()))
@@ -616,7 +634,12 @@ fn fidelity_line(label: &str, f: &Fidelity) -> String {
 }
 
 /// Measures one model's decode latency (the setting's decode steps after the prompt).
-fn measure(spec: &ModelSpec, setting: &DeploymentSetting, repeats: usize, device: DeviceChoice) -> Result<f64> {
+fn measure(
+    spec: &ModelSpec,
+    setting: &DeploymentSetting,
+    repeats: usize,
+    device: DeviceChoice,
+) -> Result<f64> {
     let decode = DecodeSetting {
         batch: setting.batch_size as usize,
         prompt_len: setting.prompt_tokens.max(1) as usize,
@@ -694,16 +717,17 @@ async fn validate(args: ValidateArgs) -> Result<String> {
         });
     }
     let load_after = load_average();
-    let sample = |c: &Case| CalibrationSample { raw_ms: c.raw_ms, layers: c.layers, measured_ms: c.measured_ms };
+    let sample =
+        |c: &Case| CalibrationSample { raw_ms: c.raw_ms, layers: c.layers, measured_ms: c.measured_ms };
     let all: Vec<CalibrationSample> = cases.iter().map(sample).collect();
     let calibration = Calibration::fit(&all)?;
-    for i in 0..cases.len() {
+    for (i, case) in cases.iter_mut().enumerate() {
         // Leave-one-out: each case is predicted by a calibration that never saw it.
         let others: Vec<CalibrationSample> =
             all.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| *s).collect();
         let loo = Calibration::fit(&others)?;
-        cases[i].calibrated_ms = calibration.apply(cases[i].raw_ms, cases[i].layers);
-        cases[i].loo_ms = loo.apply(cases[i].raw_ms, cases[i].layers);
+        case.calibrated_ms = calibration.apply(case.raw_ms, case.layers);
+        case.loo_ms = loo.apply(case.raw_ms, case.layers);
     }
     let measured: Vec<f64> = cases.iter().map(|c| c.measured_ms).collect();
     let col = |f: fn(&Case) -> f64| cases.iter().map(f).collect::<Vec<f64>>();
@@ -715,7 +739,9 @@ async fn validate(args: ValidateArgs) -> Result<String> {
     store.put_lut_calibration(&fp, &setting.key(), &serde_json::to_value(calibration)?, &report).await?;
     let mut worst: Vec<&Case> = cases.iter().collect();
     worst.sort_by(|a, b| {
-        relative_error(b.loo_ms, b.measured_ms).abs().total_cmp(&relative_error(a.loo_ms, a.measured_ms).abs())
+        relative_error(b.loo_ms, b.measured_ms)
+            .abs()
+            .total_cmp(&relative_error(a.loo_ms, a.measured_ms).abs())
     });
     if args.json {
         let out = json!({ "device": fp, "setting": setting.key(), "fidelity": report,
@@ -814,7 +840,11 @@ async fn depth_sweep(args: DepthArgs) -> Result<String> {
     writeln!(
         out,
         "estimates are {}",
-        if lut.calibration().is_some() { "calibrated (stored calibration)" } else { "raw (no calibration stored)" }
+        if lut.calibration().is_some() {
+            "calibrated (stored calibration)"
+        } else {
+            "raw (no calibration stored)"
+        }
     )?;
     Ok(out)
 }

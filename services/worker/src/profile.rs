@@ -108,7 +108,9 @@ pub fn model_of(shape: &OpShape) -> ModelSpec {
         OpShape::GatedDeltaNet { heads, head_dim, conv, .. } => {
             Some(LayerSpec::GatedDeltaNet(DeltaNetSpec { num_heads: heads, head_dim, conv_kernel: conv }))
         }
-        OpShape::Ffn { intermediate, .. } => Some(LayerSpec::Ffn(FfnSpec { intermediate_size: intermediate })),
+        OpShape::Ffn { intermediate, .. } => {
+            Some(LayerSpec::Ffn(FfnSpec { intermediate_size: intermediate }))
+        }
         OpShape::EmbedHead { .. } => None,
     };
     let (vocab, tied) = match *shape {
@@ -137,7 +139,9 @@ fn check_shape(shape: &OpShape) -> Result<(), String> {
         return Err("every dimension must be at least 1".into());
     }
     match *shape {
-        OpShape::Attention { heads, kv_heads, head_dim, .. } if heads % kv_heads != 0 || head_dim % 2 != 0 => {
+        OpShape::Attention { heads, kv_heads, head_dim, .. }
+            if heads % kv_heads != 0 || head_dim % 2 != 0 =>
+        {
             Err("kv_heads must divide heads and head_dim must be even".into())
         }
         OpShape::Mamba2 { d_inner, heads, head_dim, groups, .. }
@@ -172,7 +176,8 @@ fn measure<B: Backend>(
         .clamp(0, i64::from(spec.vocab_size) - 1);
     let (logits, state) = model.prefill(prompt);
     let first_token = logits.argmax(1).squeeze_dim::<1>(1);
-    let x0 = Tensor::<B, 2>::random([batch, spec.hidden_size as usize], Distribution::Normal(0.0, 1.0), device);
+    let x0 =
+        Tensor::<B, 2>::random([batch, spec.hidden_size as usize], Distribution::Normal(0.0, 1.0), device);
     let mut times = Vec::with_capacity(config.repeats);
     for run in 0..config.warmup + config.repeats {
         let mut state = state.clone();
@@ -250,7 +255,8 @@ fn cpu_model() -> Option<String> {
 /// The GPU's model from the NVIDIA driver's `/proc` entries, in PCI order like CUDA's default.
 #[cfg(feature = "cuda")]
 fn gpu_model(index: usize) -> Option<String> {
-    let mut dirs: Vec<_> = std::fs::read_dir("/proc/driver/nvidia/gpus").ok()?.flatten().map(|e| e.path()).collect();
+    let mut dirs: Vec<_> =
+        std::fs::read_dir("/proc/driver/nvidia/gpus").ok()?.flatten().map(|e| e.path()).collect();
     dirs.sort();
     let text = std::fs::read_to_string(dirs.get(index)?.join("information")).ok()?;
     text.lines().find_map(|l| l.strip_prefix("Model:")).map(|m| m.trim().to_owned())

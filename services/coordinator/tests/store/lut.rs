@@ -100,11 +100,7 @@ pub async fn lut_tables_list_each_device_and_setting_with_its_entry_count(db: Te
         all.iter().map(|t| (t.device.as_str(), t.setting_key.clone(), t.entries)).collect();
     assert_eq!(
         summary,
-        [
-            (CPU, setting().key(), 5),
-            (CPU, other.key(), 2),
-            ("cuda/h200", setting().key(), 3),
-        ]
+        [(CPU, setting().key(), 5), (CPU, other.key(), 2), ("cuda/h200", setting().key(), 3),]
     );
     assert!(all.iter().all(|t| t.updated_at_ms > 0));
     assert_eq!(db.store.lut_tables(Some("cuda/h200")).await.unwrap().len(), 1);
@@ -120,7 +116,8 @@ pub async fn the_newest_calibration_is_the_one_in_use(db: TestDb) {
     let first = json!({ "scale": 1.1, "per_layer_ms": 0.2, "constant_ms": 1.0, "samples": 30 });
     let second = json!({ "scale": 0.9, "per_layer_ms": 0.1, "constant_ms": 0.5, "samples": 30 });
     db.store.put_lut_calibration(CPU, &key, &first, &json!({ "spearman": 0.9 })).await.unwrap();
-    let newest = db.store.put_lut_calibration(CPU, &key, &second, &json!({ "spearman": 0.97 })).await.unwrap();
+    let newest =
+        db.store.put_lut_calibration(CPU, &key, &second, &json!({ "spearman": 0.97 })).await.unwrap();
 
     let in_use = db.store.lut_calibration(CPU, &key).await.unwrap().unwrap();
     assert_eq!(in_use, newest);
