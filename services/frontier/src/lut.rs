@@ -91,6 +91,10 @@ pub struct ProfileArgs {
     /// Decode steps per timed repeat.
     #[arg(long, default_value_t = 8)]
     steps: usize,
+    /// Copies of each sub-layer stepped through in turn, so weights stream from memory as in a
+    /// model of about that depth.
+    #[arg(long, default_value_t = 24)]
+    stack: usize,
 }
 
 #[derive(Debug, Args)]
@@ -332,7 +336,12 @@ async fn profile_cmd(args: ProfileArgs) -> Result<String> {
     let (space, settings, hidden, setting) = resolve(&args.space)?;
     let shapes = space_shapes(&space, &settings, &hidden, &setting)?;
     let store = open(&args.store).await?;
-    let config = ProfileConfig { warmup: args.warmup, repeats: args.repeats, steps_per_repeat: args.steps };
+    let config = ProfileConfig {
+        warmup: args.warmup,
+        repeats: args.repeats,
+        steps_per_repeat: args.steps,
+        stack: args.stack,
+    };
     let device = profile_into(&store, &shapes, &setting, config, args.space.device).await?;
     Ok(format!(
         "profiled {} operator shapes at hidden {} under {} on {device}\n",
