@@ -151,7 +151,7 @@ impl Lut {
             }
         }
         let mut entries: Vec<LutEntry> = by_shape.into_values().collect();
-        entries.sort_by(|a, b| a.op.cmp(&b.op));
+        entries.sort_by_key(|e| e.op);
         let mut curves: HashMap<OpShape, Curve> = HashMap::new();
         for e in &entries {
             let context = f64::from(e.op.context().unwrap_or(0));

@@ -4,7 +4,7 @@ use search_space::{Architecture, ModelSettings, ModelSpec, OpKind};
 
 fn setting() -> DeploymentSetting {
     // Meta tokens 0 below, so decode steps attend over 11..=20 keys.
-    "batch=1,prompt=10,gen=10,dtype=f32".parse().unwrap()
+    "batch=1,prompt=10,gen=10,dtype=f32".parse().expect("valid setting")
 }
 
 fn settings(hidden: u32, window: Option<u32>) -> ModelSettings {
@@ -15,8 +15,8 @@ fn settings(hidden: u32, window: Option<u32>) -> ModelSettings {
 }
 
 fn model(hidden: u32, window: Option<u32>, pattern: &str) -> ModelSpec {
-    let ops: Vec<OpKind> = pattern.split_whitespace().map(|c| c.parse().unwrap()).collect();
-    Architecture::from_layers(settings(hidden, window), ops).expand().unwrap()
+    let ops: Vec<OpKind> = pattern.split_whitespace().map(|c| c.parse().expect("valid code")).collect();
+    Architecture::from_layers(settings(hidden, window), ops).expand().expect("valid model")
 }
 
 fn entry(op: OpShape, median_ms: f64) -> LutEntry {

@@ -91,6 +91,10 @@ pub struct ProfileArgs {
     /// Decode steps per timed repeat.
     #[arg(long, default_value_t = 8)]
     steps: usize,
+    /// Copies of each sub-layer stepped through in turn, so weights stream from memory as in a
+    /// model of about that depth.
+    #[arg(long, default_value_t = 24)]
+    stack: usize,
 }
 
 #[derive(Debug, Args)]
@@ -332,7 +336,12 @@ async fn profile_cmd(args: ProfileArgs) -> Result<String> {
     let (space, settings, hidden, setting) = resolve(&args.space)?;
     let shapes = space_shapes(&space, &settings, &hidden, &setting)?;
     let store = open(&args.store).await?;
-    let config = ProfileConfig { warmup: args.warmup, repeats: args.repeats, steps_per_repeat: args.steps };
+    let config = ProfileConfig {
+        warmup: args.warmup,
+        repeats: args.repeats,
+        steps_per_repeat: args.steps,
+        stack: args.stack,
+    };
     let device = profile_into(&store, &shapes, &setting, config, args.space.device).await?;
     Ok(format!(
         "profiled {} operator shapes at hidden {} under {} on {device}\n",
@@ -721,13 +730,13 @@ async fn validate(args: ValidateArgs) -> Result<String> {
         |c: &Case| CalibrationSample { raw_ms: c.raw_ms, layers: c.layers, measured_ms: c.measured_ms };
     let all: Vec<CalibrationSample> = cases.iter().map(sample).collect();
     let calibration = Calibration::fit(&all)?;
-    for i in 0..cases.len() {
+    for (i, case) in cases.iter_mut().enumerate() {
         // Leave-one-out: each case is predicted by a calibration that never saw it.
         let others: Vec<CalibrationSample> =
             all.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| *s).collect();
         let loo = Calibration::fit(&others)?;
-        cases[i].calibrated_ms = calibration.apply(cases[i].raw_ms, cases[i].layers);
-        cases[i].loo_ms = loo.apply(cases[i].raw_ms, cases[i].layers);
+        case.calibrated_ms = calibration.apply(case.raw_ms, case.layers);
+        case.loo_ms = loo.apply(case.raw_ms, case.layers);
     }
     let measured: Vec<f64> = cases.iter().map(|c| c.measured_ms).collect();
     let col = |f: fn(&Case) -> f64| cases.iter().map(f).collect::<Vec<f64>>();
