@@ -1420,6 +1420,48 @@ impl Store {
         .await?)
     }
 
+    /// Fills a search with `candidates` synthetic scored candidates (and as many done trials) in a
+    /// few set-based statements, for benchmarks of the read paths at scale. Perplexities, latencies,
+    /// parameter counts and memory vary with the row number so every sort order is exercised.
+    pub async fn seed_benchmark_candidates(&self, search_id: i64, candidates: i64) -> Result<(), StoreError> {
+        let series = match self.backend {
+            Backend::Postgres => "SELECT generate_series(1, $2) AS n",
+            Backend::Sqlite => {
+                "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < $2) SELECT n FROM s"
+            }
+        };
+        let sql = format!(
+            "INSERT INTO candidates (search_id, arch_hash, architecture, hidden_size, params, est_latency_ms,
+                                     created_at_ms, status, rung, val_loss, ppl, memory_bytes, feasible, updated_at_ms)
+             SELECT $1, 'bench-' || n, '{{}}', 1024, 100000000 + (n * 7919) % 1000003,
+                    1.0 + ((n * 104729) % 1000) / 10.0, 0, 'done', 0, 2.0 + ((n * 15485863) % 100000) / 100000.0,
+                    7.0 + ((n * 15485863) % 100000) / 1000.0, (n * 31) % 1000000, CASE WHEN n % 10 = 0 THEN 0 ELSE 1 END, 0
+             FROM ({series}) AS series"
+        );
+        sqlx::query(&sql).bind(search_id).bind(candidates).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Queues one trial for each of `n` new synthetic candidates of a search, for queue benchmarks.
+    pub async fn seed_benchmark_trials(
+        &self,
+        search_id: i64,
+        n: i64,
+        max_attempts: i64,
+    ) -> Result<(), StoreError> {
+        self.seed_benchmark_candidates(search_id, n).await?;
+        sqlx::query(
+            "INSERT INTO trials (search_id, candidate_id, state, budget_tokens, rung, attempt, max_attempts,
+                                 created_at_ms, updated_at_ms)
+             SELECT search_id, id, 'queued', 1000, 0, 0, $2, 0, 0 FROM candidates WHERE search_id = $1",
+        )
+        .bind(search_id)
+        .bind(max_attempts)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
