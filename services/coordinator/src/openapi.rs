@@ -6,8 +6,11 @@
 
 use serde_json::{Map, Value, json};
 
-/// (method, path, summary, auth, request schema, success status) of every operation.
-pub const OPERATIONS: &[(&str, &str, &str, &str, Option<&str>, u16)] = &[
+/// One documented operation: (method, path, summary, auth, request schema, success status).
+pub type Operation = (&'static str, &'static str, &'static str, &'static str, Option<&'static str>, u16);
+
+/// Every operation the API serves.
+pub const OPERATIONS: &[Operation] = &[
     ("post", "/api/v1/searches", "Create a search from a spec", "admin", Some("SearchSpec"), 201),
     ("get", "/api/v1/searches", "List searches with progress", "read", None, 200),
     ("get", "/api/v1/searches/{id}", "A search, its status and progress", "read", None, 200),
