@@ -418,14 +418,26 @@ macro_rules! lease_columns {
 /// Postgres lets concurrent claimers skip rows another transaction has locked, so they do not
 /// queue behind each other; SQLite has no row locks (one writer at a time), so the same claim
 /// without `FOR UPDATE SKIP LOCKED` is already exclusive.
+/// On Postgres the claim and its `leased` event are one statement (a data-modifying CTE): one
+/// round trip, atomic without an explicit transaction.
 const LEASE_POSTGRES: &str = concat!(
-    "UPDATE trials
-     SET state = 'leased', attempt = attempt + 1, lease_token = $1, worker_id = $2,
-         lease_expires_at_ms = $3, updated_at_ms = $4
-     WHERE id = (SELECT id FROM trials WHERE state = 'queued' ORDER BY id LIMIT 1
-                 FOR UPDATE SKIP LOCKED)
-     RETURNING ",
-    lease_columns!()
+    "WITH claimed AS (
+         UPDATE trials
+         SET state = 'leased', attempt = attempt + 1, lease_token = $1, worker_id = $2,
+             lease_expires_at_ms = $3, updated_at_ms = $4
+         WHERE id = (SELECT id FROM trials WHERE state = 'queued' ORDER BY id LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
+         RETURNING ",
+    lease_columns!(),
+    "
+     ), event AS (
+         INSERT INTO trial_events (trial_id, at_ms, kind, payload)
+         SELECT id, $4, 'leased', json_build_object('worker_id', $2::text, 'attempt', attempt)::text
+         FROM claimed
+     )
+     SELECT ",
+    lease_columns!(),
+    " FROM claimed"
 );
 const LEASE_SQLITE: &str = concat!(
     "UPDATE trials
@@ -663,29 +675,23 @@ impl Store {
             Backend::Sqlite => LEASE_SQLITE,
             Backend::Postgres => LEASE_POSTGRES,
         };
-        // The claim is the transaction's first statement, so on SQLite it takes the write lock
-        // (waiting under the busy timeout) before reading anything: no lock upgrade can fail.
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(claim)
+        let claim = sqlx::query(claim)
             .bind(new_lease_token())
             .bind(worker_id)
             .bind(now_ms.saturating_add(ttl_ms))
-            .bind(now_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
+            .bind(now_ms);
+        if self.backend == Backend::Postgres {
+            let row = claim.fetch_optional(&self.pool).await?;
+            return row.as_ref().map(lease_from_row).transpose();
+        }
+        // The claim is the transaction's first statement, so on SQLite it takes the write lock
+        // (waiting under the busy timeout) before reading anything: no lock upgrade can fail.
+        let mut tx = self.pool.begin().await?;
+        let row = claim.fetch_optional(&mut *tx).await?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let lease = Lease {
-            trial_id: row.try_get("id")?,
-            search_id: row.try_get("search_id")?,
-            candidate_id: row.try_get("candidate_id")?,
-            budget_tokens: row.try_get("budget_tokens")?,
-            rung: row.try_get("rung")?,
-            attempt: row.try_get("attempt")?,
-            lease_token: row.try_get("lease_token")?,
-            lease_expires_at_ms: row.try_get("lease_expires_at_ms")?,
-        };
+        let lease = lease_from_row(&row)?;
         let payload = serde_json::json!({ "worker_id": worker_id, "attempt": lease.attempt });
         record_event(&mut tx, lease.trial_id, now_ms, "leased", &payload).await?;
         tx.commit().await?;
@@ -1115,7 +1121,9 @@ impl Store {
             sql.push_str(" AND feasible = 1");
         }
         if query.after.is_some() {
-            sql.push_str(&format!(" AND ({column} {cmp} $2 OR ({column} = $2 AND id {cmp} $3))"));
+            // A row-value comparison is one index range condition on (search_id, column, id);
+            // the equivalent OR of two comparisons would be a filter that scans every earlier row.
+            sql.push_str(&format!(" AND ({column}, id) {cmp} ($2, $3)"));
         }
         sql.push_str(&format!(" ORDER BY {column} {order}, id {order} LIMIT {}", query.limit.clamp(1, 1000)));
         let mut q = sqlx::query(&sql).bind(search_id);
@@ -1439,6 +1447,9 @@ impl Store {
              FROM ({series}) AS series"
         );
         sqlx::query(&sql).bind(search_id).bind(candidates).execute(&self.pool).await?;
+        // Fresh statistics, as autovacuum would gather after organic growth, so the planner
+        // sees the rows it is about to query.
+        sqlx::query("ANALYZE candidates").execute(&self.pool).await?;
         Ok(())
     }
 
@@ -1467,6 +1478,19 @@ impl Store {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
+
+fn lease_from_row(row: &AnyRow) -> Result<Lease, StoreError> {
+    Ok(Lease {
+        trial_id: row.try_get("id")?,
+        search_id: row.try_get("search_id")?,
+        candidate_id: row.try_get("candidate_id")?,
+        budget_tokens: row.try_get("budget_tokens")?,
+        rung: row.try_get("rung")?,
+        attempt: row.try_get("attempt")?,
+        lease_token: row.try_get("lease_token")?,
+        lease_expires_at_ms: row.try_get("lease_expires_at_ms")?,
+    })
 }
 
 async fn record_event(
