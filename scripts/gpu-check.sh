@@ -16,6 +16,8 @@
 #   environment.txt          toolchain, commit, GPU and driver
 #   tests-cuda.txt           the GPU tests' output
 #   bench-cuda.txt/.json     the benchmark tables on CUDA, and every measurement as JSON
+#   lut-validate-cuda.txt    a small latency table profiled on the GPU and its fidelity report
+#                            (Spearman, Kendall tau, MAPE, ±5/±10 % shares, worst cases)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -56,5 +58,14 @@ echo "== bench on cuda:$cuda_index"
 cargo run --release --locked -p worker --features cuda --bin bench -- \
     --device "cuda:$cuda_index" --json "$out/bench-cuda.json" ${bench_args[@]+"${bench_args[@]}"} 2>&1 \
     | tee "$out/bench-cuda.txt"
+
+# The latency table on the GPU: profile the tiny space's shapes into a scratch store, then
+# measure 30 sampled architectures end to end against it. The GPU computes in f32 here too.
+echo "== latency table on cuda:$cuda_index"
+cargo build --release --locked -p frontier --features cuda
+lut_db="$(mktemp -d)/lut.db"
+./target/release/frontier lut validate --database-url "sqlite://$lut_db" --device "cuda:$cuda_index" \
+    --setting batch=1,prompt=64,gen=256,dtype=f32 --hidden 64,128,192,256 --samples 30 2>&1 \
+    | tee "$out/lut-validate-cuda.txt"
 
 echo "gpu-check: done; results in $out"

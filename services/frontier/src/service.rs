@@ -300,7 +300,7 @@ pub fn leaderboard(args: LeaderboardArgs) -> Result<String> {
     })
 }
 
-const COLUMNS: [&str; 10] = [
+const COLUMNS: [&str; 11] = [
     "id",
     "ppl",
     "est_latency_ms",
@@ -311,12 +311,17 @@ const COLUMNS: [&str; 10] = [
     "feasible",
     "status",
     "pattern",
+    "accuracy",
 ];
 
 fn cell(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
+        // Per-task accuracy on synthetic corpora: `task=0.93 other=0.41`.
+        Value::Object(m) => {
+            m.iter().map(|(k, v)| format!("{k}={:.2}", v.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(" ")
+        }
         // Per-task accuracy on synthetic corpora: `task=0.93 other=0.41`.
         Value::Object(m) => {
             m.iter().map(|(k, v)| format!("{k}={:.2}", v.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(" ")
