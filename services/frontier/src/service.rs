@@ -319,13 +319,11 @@ fn cell(v: &Value) -> String {
         Value::Null => "-".into(),
         Value::String(s) => s.clone(),
         // Per-task accuracy on synthetic corpora: `task=0.93 other=0.41`.
-        Value::Object(m) => {
-            m.iter().map(|(k, v)| format!("{k}={:.2}", v.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(" ")
-        }
-        // Per-task accuracy on synthetic corpora: `task=0.93 other=0.41`.
-        Value::Object(m) => {
-            m.iter().map(|(k, v)| format!("{k}={:.2}", v.as_f64().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(" ")
-        }
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={:.2}", v.as_f64().unwrap_or(f64::NAN)))
+            .collect::<Vec<_>>()
+            .join(" "),
         Value::Number(n) => match n.as_f64() {
             Some(f) if n.is_f64() => format!("{f:.3}"),
             _ => n.to_string(),

@@ -15,29 +15,6 @@ mod protocol;
 mod requests;
 mod searches;
 
-/// Generates `mod sqlite` and `mod postgres`, each with one `#[tokio::test]` per listed test body.
-macro_rules! on_both_backends {
-    ($($module:ident :: $test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    crate::helpers::with_sqlite(crate::$module::$test).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    crate::helpers::with_postgres(stringify!($test), crate::$module::$test).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends! {
     requests::mutating_search_endpoints_need_the_admin_token,
     requests::worker_endpoints_need_the_worker_token,

@@ -120,3 +120,28 @@ pub async fn queued_trials(store: &Store, trials: i64, max_attempts: i64) -> Vec
     }
     ids
 }
+
+/// Generates `mod sqlite` and `mod postgres`, each with one `#[tokio::test]` per listed test body
+/// (an `async fn(TestDb)` in a module of the test crate).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($module:ident :: $test:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    crate::helpers::with_sqlite(crate::$module::$test).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $test() {
+                    crate::helpers::with_postgres(stringify!($test), crate::$module::$test).await;
+                }
+            )*
+        }
+    };
+}

@@ -17,29 +17,6 @@ mod lut;
 mod queue;
 mod searches;
 
-/// Generates `mod sqlite` and `mod postgres`, each with one `#[tokio::test]` per listed test body.
-macro_rules! on_both_backends {
-    ($($module:ident :: $test:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    crate::helpers::with_sqlite(crate::$module::$test).await;
-                }
-            )*
-        }
-
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $test() {
-                    crate::helpers::with_postgres(stringify!($test), crate::$module::$test).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_backends! {
     searches::generation_records_members_and_queues_only_new_feasible_candidates,
     searches::recording_a_generation_twice_is_refused,

@@ -185,19 +185,25 @@ fn members(s: &Value) -> i64 {
         .sum()
 }
 
+/// A coordinator on `db` at a free port with the e2e spec submitted: (coordinator, port, search id).
+async fn submitted_search(db: &str, dir: &Path) -> (Proc, u16, i64) {
+    let port = free_port();
+    let coordinator = serve(db, port);
+    tokio::task::spawn_blocking(move || wait_ready(port)).await.expect("ready");
+    let spec = spec_file(dir);
+    let out = ok(&["submit", spec.to_str().expect("utf-8 path")], port);
+    let id: i64 =
+        out.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("search id in submit output");
+    (coordinator, port, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_worker_processes_run_a_search_on_postgres_to_completion() {
     let Some(db) = fresh_database("two_worker_processes_run_a_search_on_postgres_to_completion").await else {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let _coordinator = serve(&db, port);
-    tokio::task::spawn_blocking(move || wait_ready(port)).await.expect("ready");
-    let spec = spec_file(dir.path());
-    let out = ok(&["submit", spec.to_str().expect("utf-8 path")], port);
-    let id: i64 =
-        out.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("search id in submit output");
+    let (_coordinator, port, id) = submitted_search(&db, dir.path()).await;
     let _w1 = worker(port, "e2e-1", &dir.path().join("cache"));
     let _w2 = worker(port, "e2e-2", &dir.path().join("cache"));
     let s = tokio::task::spawn_blocking(move || {
@@ -273,12 +279,7 @@ async fn a_search_survives_a_killed_coordinator() {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
-    let coordinator = serve(&db, port);
-    tokio::task::spawn_blocking(move || wait_ready(port)).await.expect("ready");
-    let spec = spec_file(dir.path());
-    let out = ok(&["submit", spec.to_str().expect("utf-8 path")], port);
-    let id: i64 = out.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("search id");
+    let (coordinator, port, id) = submitted_search(&db, dir.path()).await;
     let _w = worker(port, "e2e-resume", &dir.path().join("cache"));
     // Kill the coordinator (SIGKILL: no graceful shutdown) once the second generation exists.
     tokio::task::spawn_blocking(move || {
