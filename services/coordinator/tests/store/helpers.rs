@@ -130,7 +130,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $test() {
-                    crate::helpers::with_sqlite(crate::$module::$test).await;
+                    $crate::helpers::with_sqlite($crate::$module::$test).await;
                 }
             )*
         }
@@ -139,7 +139,7 @@ macro_rules! on_both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $test() {
-                    crate::helpers::with_postgres(stringify!($test), crate::$module::$test).await;
+                    $crate::helpers::with_postgres(stringify!($test), $crate::$module::$test).await;
                 }
             )*
         }
