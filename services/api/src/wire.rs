@@ -97,11 +97,11 @@ pub struct Heartbeat {
     pub progress: Option<TrialProgress>,
 }
 
+/// The answer to a heartbeat: the lease's new expiry. Cancelling a search revokes its leases, so a
+/// worker learns of it as a 409 on its next heartbeat, the same answer as for any lost lease.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HeartbeatAck {
     pub lease_expires_at_ms: i64,
-    /// The search was cancelled: stop and do not post a result.
-    pub cancel: bool,
 }
 
 /// What a finished proxy training measured.

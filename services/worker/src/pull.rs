@@ -197,9 +197,10 @@ impl Worker {
                     if lost.is_none() {
                         let p = progress.lock().ok().and_then(|p| *p);
                         match self.heartbeat(trial_id, &grant.lease_token, p).await {
-                            Ok(ack) if ack.cancel => lost = Some("search cancelled".into()),
                             Ok(_) => {}
-                            Err(HeartbeatError::Stale) => lost = Some("lease lost (stale token)".into()),
+                            Err(HeartbeatError::Stale) => {
+                                lost = Some("lease lost (expired and reclaimed, or the search was cancelled)".into());
+                            }
                             Err(HeartbeatError::Other(e)) => tracing::warn!(error = %e, "heartbeat failed"),
                         }
                     }

@@ -143,12 +143,7 @@ async fn heartbeat(
         let payload = serde_json::to_value(p).unwrap_or_default();
         state.store.record_progress(id, now, &payload).await?;
     }
-    let trial = state.store.get_trial(id).await?;
-    let cancel = match trial {
-        Some(t) => state.store.get_search(t.search_id).await?.is_some_and(|s| s.status == "cancelled"),
-        None => false,
-    };
-    Ok(Json(HeartbeatAck { lease_expires_at_ms: expires, cancel }))
+    Ok(Json(HeartbeatAck { lease_expires_at_ms: expires }))
 }
 
 /// A store error for a fenced call: 404 for a trial that does not exist, else as usual (409 for
