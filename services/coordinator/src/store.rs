@@ -523,26 +523,7 @@ impl Store {
 
     /// Stores a measurement, replacing any earlier one for the same (device, setting, operator).
     pub async fn put_lut_entry(&self, entry: &NewLutEntry) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO lut_entries
-                 (device, setting_key, op_key, median_ms, p10_ms, p90_ms, repeats, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-             ON CONFLICT (device, setting_key, op_key) DO UPDATE
-             SET median_ms = excluded.median_ms, p10_ms = excluded.p10_ms,
-                 p90_ms = excluded.p90_ms, repeats = excluded.repeats,
-                 created_at_ms = excluded.created_at_ms",
-        )
-        .bind(&entry.device)
-        .bind(&entry.setting_key)
-        .bind(&entry.op_key)
-        .bind(entry.median_ms)
-        .bind(entry.p10_ms)
-        .bind(entry.p90_ms)
-        .bind(entry.repeats)
-        .bind(clock_ms())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        self.put_lut_entries(std::slice::from_ref(entry)).await.map(|_| ())
     }
 
     /// The LUT of one device under one deployment setting, ordered by operator key.

@@ -92,23 +92,19 @@ async fn upload(
             return Err(ApiError::field(format!("[{i}].repeats"), "must be at least 1"));
         }
     }
-    for e in &entries {
-        state
-            .store
-            .put_lut_entry(&NewLutEntry {
-                device: fingerprint.clone(),
-                setting_key: e
-                    .setting_key
-                    .parse::<lut::DeploymentSetting>()
-                    .map(|s| s.key())
-                    .unwrap_or_default(),
-                op_key: e.op_key.clone(),
-                median_ms: e.median_ms,
-                p10_ms: e.p10_ms,
-                p90_ms: e.p90_ms,
-                repeats: e.repeats,
-            })
-            .await?;
-    }
+    let rows: Vec<NewLutEntry> = entries
+        .iter()
+        .map(|e| NewLutEntry {
+            device: fingerprint.clone(),
+            setting_key: e.setting_key.parse::<lut::DeploymentSetting>().map(|s| s.key()).unwrap_or_default(),
+            op_key: e.op_key.clone(),
+            median_ms: e.median_ms,
+            p10_ms: e.p10_ms,
+            p90_ms: e.p90_ms,
+            repeats: e.repeats,
+        })
+        .collect();
+    // All or none: a table is never left half-uploaded.
+    state.store.put_lut_entries(&rows).await?;
     Ok(Json(json!({ "stored": entries.len() })))
 }

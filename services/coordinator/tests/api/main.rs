@@ -30,6 +30,7 @@ on_both_backends! {
     protocol::a_stale_lease_token_is_refused_and_the_fresh_result_kept,
     protocol::an_unregistered_worker_is_told_to_register,
     protocol::reads_can_be_protected,
+    protocol::a_worker_uploads_a_latency_table_all_or_nothing,
     searches::aging_evolution_runs_to_completion_with_every_candidate_once,
     searches::random_search_with_halving_promotes_the_top_third,
     searches::nsga2_search_reports_a_pareto_front,

@@ -130,3 +130,36 @@ pub async fn reads_can_be_protected(db: TestDb) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(get(&router, "/healthz").await.0, StatusCode::OK, "probes stay open");
 }
+
+pub async fn a_worker_uploads_a_latency_table_all_or_nothing(db: TestDb) {
+    let (router, _) = api(&db.store);
+    register(&router, "w1").await;
+    let entry = |op: &str, median: f64, p10: f64| json!({ "setting_key": "gen=256,batch=1,prompt=64", "op_key": op, "median_ms": median, "p10_ms": p10, "p90_ms": 2.0, "repeats": 5 });
+    let good = json!([
+        entry("ffn:hidden=64,intermediate=192", 1.0, 0.9),
+        entry("embed_head:hidden=64,vocab=256,tied=1", 0.5, 0.4)
+    ]);
+    let bad = json!([
+        entry("ffn:hidden=128,intermediate=384", 1.0, 0.9),
+        entry("ffn:hidden=96,intermediate=288", 1.0, 1.5)
+    ]);
+    let (status, err) = post(&router, "/api/v1/devices/cpu-test/lut", WORKER, &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(err["fields"][0]["path"], "[1]", "{err}");
+    let (status, _) = post(&router, "/api/v1/devices/cpu-test/lut", ADMIN, &good).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, r) = post(&router, "/api/v1/devices/cpu-test/lut", WORKER, &good).await;
+    assert_eq!((status, r["stored"].as_i64()), (StatusCode::OK, Some(2)));
+    let (status, table) =
+        get(&router, "/api/v1/devices/cpu-test/lut?setting=batch=1,prompt=64,gen=256").await;
+    assert_eq!(status, StatusCode::OK);
+    let ops: Vec<&str> =
+        table["entries"].as_array().unwrap().iter().map(|e| e["op_key"].as_str().unwrap()).collect();
+    assert_eq!(ops.len(), 2, "the refused upload stored nothing: {ops:?}");
+    assert_eq!(
+        table["setting"], "batch=1,prompt=64,gen=256,dtype=bf16",
+        "settings are stored under their canonical key"
+    );
+    let (status, _) = post(&router, "/api/v1/devices/unknown/lut", WORKER, &good).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
