@@ -5,8 +5,6 @@
 //! then reports every remaining problem with its path (`algorithm.sample_size`, `proxy.tokens`, ...),
 //! so the coordinator can answer 422 with the whole list at once.
 
-use std::collections::BTreeSet;
-
 use lut::DeploymentSetting;
 use search_space::{Architecture, Genome, ModelSettings, SearchSpace, Topology, ValidationErrors};
 use serde::{Deserialize, Serialize};
@@ -458,11 +456,6 @@ impl SearchSpec {
         self.space.contains(&genome).map_err(|e| format!("outside the search space: {e}"))?;
         Ok(genome)
     }
-
-    /// Mixer kinds the space can produce: the operators a latency table needs.
-    pub fn mixer_kinds(&self) -> BTreeSet<search_space::MixerKind> {
-        self.space.mixers.iter().copied().collect()
-    }
 }
 
 impl SearchSpec {
@@ -480,5 +473,49 @@ impl SearchSpec {
     /// Reads a spec file: TOML when the name ends in `.toml`, JSON otherwise.
     pub fn from_file_text(name: &str, text: &str) -> Result<Self, search_space::ParseError> {
         if name.ends_with(".toml") { Self::from_toml(text) } else { Self::from_json(text) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> SearchSpec {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let spec = SearchSpec::from_toml(&text).unwrap();
+        spec.validate().unwrap();
+        spec
+    }
+
+    #[test]
+    fn the_shipped_examples_parse_and_validate() {
+        let quick = example("quickstart.toml");
+        assert_eq!(quick.model, search_space::presets::tiny_settings());
+        assert!(quick.proxy.corpus.starts_with("synthetic:"), "the quickstart needs no download");
+        assert!(quick.algorithm.planned_candidates() >= 20);
+        let text = example("text.toml");
+        assert!(text.halving.is_some());
+    }
+
+    #[test]
+    fn toml_errors_name_the_field() {
+        let e =
+            SearchSpec::from_toml("name = \"x\"\n[algorithm]\nkind = \"random\"\ncandidates = \"many\"\n")
+                .unwrap_err();
+        // The algorithm is an internally tagged enum, whose fields serde reads from a buffer: the
+        // path stops at `algorithm`, and the message names the bad value and the expected type.
+        assert!(e.to_string().starts_with("algorithm: invalid type: string \"many\""), "{e}");
+        let e = SearchSpec::from_toml(
+            "name = \"x\"\nmodel = \"huge\"\n[algorithm]\nkind = \"random\"\ncandidates = 1\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown model settings `huge`"), "{e}");
+    }
+
+    #[test]
+    fn halving_budgets_divide_the_top_budget_by_eta_per_rung() {
+        let h = Halving { rungs: 3, eta: 3 };
+        assert_eq!([h.budget(900, 0), h.budget(900, 1), h.budget(900, 2)], [100, 300, 900]);
     }
 }

@@ -141,7 +141,7 @@ impl SearchDriver {
             );
             return self.fail(search_id, hint).await;
         }
-        let ctx = engine_context(&spec)?;
+        let ctx = engine_context(&spec);
         let history = history(&members);
         let engine = engine::engine_for(&spec.algorithm);
         let mut rng = generation_rng(spec.seed, generations);
@@ -193,11 +193,11 @@ pub fn generation_rng(seed: u64, generation: i64) -> ChaCha8Rng {
     rng
 }
 
-fn engine_context(spec: &SearchSpec) -> Result<EngineContext, DriverError> {
+fn engine_context(spec: &SearchSpec) -> EngineContext {
     // Seeds were checked when the search was created; one that no longer resolves is skipped
     // rather than failing a running search.
     let seeds = spec.seeds.iter().filter_map(|s| spec.seed_genome(s).ok()).collect();
-    Ok(EngineContext { space: spec.space.clone(), seeds, evolve_width: spec.width == WidthMode::Evolved })
+    EngineContext { space: spec.space.clone(), seeds, evolve_width: spec.width == WidthMode::Evolved }
 }
 
 fn first_generation(members: &[MemberRow]) -> BTreeMap<i64, i64> {
