@@ -81,6 +81,11 @@ impl SearchDriver {
             Ok(spec) => spec,
             Err(e) => return self.fail(search_id, format!("stored spec does not parse: {e}")).await,
         };
+        // The common case on every tick: trials are still out. One count answers it without
+        // reading the search's members and trials.
+        if self.store.outstanding_trials(search_id).await? > 0 {
+            return Ok(StepOutcome::Waiting);
+        }
         let members = self.store.search_members(search_id).await?;
         let trials = self.store.search_trials(search_id).await?;
         let generations = members.last().map_or(0, |m| m.generation + 1);

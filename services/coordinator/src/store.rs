@@ -1067,6 +1067,33 @@ impl Store {
         rows.iter().map(trial_from_row).collect()
     }
 
+    /// Trials of a search still queued or leased: while any are out, its newest generation is
+    /// unfinished (every earlier generation finished before the next was proposed).
+    pub async fn outstanding_trials(&self, search_id: i64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM trials WHERE search_id = $1 AND state IN ('queued', 'leased')",
+        )
+        .bind(search_id)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// The best feasible scored candidate of a search: the highest rung first, then the lowest
+    /// perplexity (ties to the older candidate).
+    pub async fn best_candidate(&self, search_id: i64) -> Result<Option<CandidateRow>, StoreError> {
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            candidate_columns!(),
+            " FROM candidates
+             WHERE search_id = $1 AND status = 'done' AND feasible = 1 AND ppl IS NOT NULL
+             ORDER BY rung DESC, ppl ASC, id ASC LIMIT 1"
+        ))
+        .bind(search_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(candidate_from_row).transpose()
+    }
+
     /// Every candidate of a search in id order (for the Pareto front and exports).
     pub async fn search_candidates(&self, search_id: i64) -> Result<Vec<CandidateRow>, StoreError> {
         let rows = sqlx::query(concat!(

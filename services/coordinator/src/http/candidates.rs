@@ -2,6 +2,7 @@
 
 use axum::Json;
 use axum::Router;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -102,6 +103,12 @@ pub fn export_document(c: &CandidateRow, format: &str) -> Result<Value, ApiError
     }
 }
 
+/// The requested export format; `frontier` when none is given.
+fn format_of(params: Result<Query<ExportParams>, QueryRejection>) -> Result<String, ApiError> {
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    Ok(params.format.unwrap_or_else(|| "frontier".to_owned()))
+}
+
 fn download(c: &CandidateRow, format: &str) -> Result<Response, ApiError> {
     let doc = export_document(c, format)?;
     let name = if format == "frontier" { "architecture.json" } else { "config.json" };
@@ -120,11 +127,10 @@ async fn export(
     _: Reader,
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<ExportParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let c = get_row(&state, id).await?;
-    download(&c, params.format.as_deref().unwrap_or("frontier"))
+    download(&c, &format_of(params)?)
 }
 
 /// The best feasible candidate of a search: the lowest perplexity at the highest rung.
@@ -134,15 +140,10 @@ pub async fn best_candidate(state: &AppState, search_id: i64) -> Result<Candidat
         .get_search(search_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("search {search_id} does not exist")))?;
-    let candidates = state.store.search_candidates(search_id).await?;
-    candidates
-        .into_iter()
-        .filter(|c| c.feasible && c.ppl.is_some() && c.status == crate::store::CandidateStatus::Done)
-        .min_by(|a, b| {
-            b.rung
-                .cmp(&a.rung)
-                .then(a.ppl.unwrap_or(f64::INFINITY).total_cmp(&b.ppl.unwrap_or(f64::INFINITY)))
-        })
+    state
+        .store
+        .best_candidate(search_id)
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("search {search_id} has no scored feasible candidate yet")))
 }
 
@@ -150,9 +151,8 @@ async fn export_best(
     _: Reader,
     State(state): State<AppState>,
     Path(id): Path<i64>,
-    params: Result<Query<ExportParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<ExportParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let c = best_candidate(&state, id).await?;
-    download(&c, params.format.as_deref().unwrap_or("frontier"))
+    download(&c, &format_of(params)?)
 }

@@ -32,47 +32,37 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let m = &state.metrics;
     let (queued, leased) = state.store.queue_depth().await?;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let series: [(&str, &str, &str, u64); 9] = [
+        ("frontier_http_requests_total", "counter", "HTTP requests served.", load(&m.requests)),
+        ("frontier_leases_granted_total", "counter", "Trials leased to workers.", load(&m.leases_granted)),
+        ("frontier_trials_completed_total", "counter", "Trial results accepted.", load(&m.trials_completed)),
+        (
+            "frontier_trials_failed_total",
+            "counter",
+            "Trial failures reported by workers.",
+            load(&m.trials_failed),
+        ),
+        (
+            "frontier_stale_results_refused_total",
+            "counter",
+            "Heartbeats and results refused for a stale lease token.",
+            load(&m.stale_results_refused),
+        ),
+        (
+            "frontier_leases_reclaimed_total",
+            "counter",
+            "Expired leases taken back by the sweeper.",
+            load(&m.leases_reclaimed),
+        ),
+        ("frontier_searches_created_total", "counter", "Searches created.", load(&m.searches_created)),
+        ("frontier_trials_queued", "gauge", "Trials waiting for a worker.", queued.max(0) as u64),
+        ("frontier_trials_leased", "gauge", "Trials being trained.", leased.max(0) as u64),
+    ];
     let mut out = String::new();
-    let mut counter = |name: &str, help: &str, value: u64| {
-        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"));
-    };
-    counter("frontier_http_requests_total", "HTTP requests served.", m.requests.load(Ordering::Relaxed));
-    counter(
-        "frontier_leases_granted_total",
-        "Trials leased to workers.",
-        m.leases_granted.load(Ordering::Relaxed),
-    );
-    counter(
-        "frontier_trials_completed_total",
-        "Trial results accepted.",
-        m.trials_completed.load(Ordering::Relaxed),
-    );
-    counter(
-        "frontier_trials_failed_total",
-        "Trial failures reported by workers.",
-        m.trials_failed.load(Ordering::Relaxed),
-    );
-    counter(
-        "frontier_stale_results_refused_total",
-        "Heartbeats and results refused for a stale lease token.",
-        m.stale_results_refused.load(Ordering::Relaxed),
-    );
-    counter(
-        "frontier_leases_reclaimed_total",
-        "Expired leases taken back by the sweeper.",
-        m.leases_reclaimed.load(Ordering::Relaxed),
-    );
-    counter(
-        "frontier_searches_created_total",
-        "Searches created.",
-        m.searches_created.load(Ordering::Relaxed),
-    );
-    out.push_str(&format!(
-        "# HELP frontier_trials_queued Trials waiting for a worker.\n# TYPE frontier_trials_queued gauge\nfrontier_trials_queued {queued}\n"
-    ));
-    out.push_str(&format!(
-        "# HELP frontier_trials_leased Trials being trained.\n# TYPE frontier_trials_leased gauge\nfrontier_trials_leased {leased}\n"
-    ));
+    for (name, kind, help, value) in series {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"));
+    }
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out))
 }
 
