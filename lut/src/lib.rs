@@ -24,7 +24,7 @@ pub mod table;
 pub use calibration::{Calibration, CalibrationError, CalibrationSample};
 pub use fidelity::{Fidelity, fidelity};
 pub use shape::{OpShape, ShapeError, shapes_for};
-pub use table::{Estimate, Lut, LutEntry, LutKey, Unscorable};
+pub use table::{Breakdown, Estimate, Lut, LutEntry, LutKey, Unscorable};
 
 use std::fmt;
 use std::str::FromStr;

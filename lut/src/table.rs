@@ -53,6 +53,20 @@ pub struct Estimate {
     pub extrapolated: bool,
 }
 
+/// Where a model's decode latency goes: the uncalibrated cost of each sub-layer, in layer order,
+/// and of the embedding/head. The parts sum to [`Estimate::raw_ms`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Breakdown {
+    pub layers_ms: Vec<f64>,
+    pub embed_head_ms: f64,
+}
+
+impl Breakdown {
+    pub fn raw_ms(&self) -> f64 {
+        self.layers_ms.iter().sum::<f64>() + self.embed_head_ms
+    }
+}
+
 /// Why a model cannot be scored: the entries a profiler must add first.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unscorable: missing entries {}", missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
@@ -245,6 +259,29 @@ impl Lut {
             None => raw_ms,
         };
         Ok(Estimate { latency_ms, raw_ms, extrapolated })
+    }
+
+    /// The uncalibrated decode cost of each of `model`'s sub-layers and of its embedding/head:
+    /// which layers cost the latency. A calibration adjusts the total, not the parts.
+    pub fn breakdown(&self, model: &ModelSpec) -> Result<Breakdown, Unscorable> {
+        let (first, last) = decode_contexts(model, &self.setting);
+        let mut layers_ms = Vec::with_capacity(model.layers.len());
+        for layer in &model.layers {
+            let shape = OpShape::of_layer(layer, model.hidden_size, 0);
+            let window = match layer {
+                LayerSpec::Attention(a) => a.sliding_window,
+                _ => None,
+            };
+            match self.decode_cost(shape, window, first, last) {
+                Some((ms, _)) => layers_ms.push(ms),
+                None => return Err(self.missing_for(model)),
+            }
+        }
+        let embed_head_ms = match self.decode_cost(OpShape::embed_head(model), None, first, last) {
+            Some((ms, _)) => ms,
+            None => return Err(self.missing_for(model)),
+        };
+        Ok(Breakdown { layers_ms, embed_head_ms })
     }
 
     /// The shapes `model` needs that this table can neither look up nor interpolate.

@@ -138,3 +138,31 @@ fn calibration_is_applied_to_the_estimate() {
     assert!((e.raw_ms - 10.0).abs() < 1e-9);
     assert!((e.latency_ms - (2.0 * 10.0 + 2.0 + 3.0)).abs() < 1e-9, "{e:?}");
 }
+
+#[test]
+fn the_breakdown_names_each_layers_cost_and_sums_to_the_raw_estimate() {
+    let m = model(128, None, "F A F M2");
+    let mamba = OpShape::of_layer(&m.layers[3], 128, 0);
+    let lut = Lut::from_entries(
+        "cpu",
+        setting(),
+        [
+            entry(ffn(128), 0.5),
+            entry(mamba, 2.0),
+            entry(attention(128, 11), 1.1),
+            entry(attention(128, 20), 2.0),
+            entry(head(128), 0.25),
+        ],
+    );
+    let b = lut.breakdown(&m).unwrap();
+    // 10 steps each: FFN 0.5, attention Σ_{c=11}^{20} 0.1 c, FFN 0.5, Mamba2 2.0; head 0.25.
+    let expected = [5.0, 15.5, 5.0, 20.0];
+    assert_eq!(b.layers_ms.len(), 4);
+    for (got, want) in b.layers_ms.iter().zip(expected) {
+        assert!((got - want).abs() < 1e-9, "{:?} vs {expected:?}", b.layers_ms);
+    }
+    assert!((b.embed_head_ms - 2.5).abs() < 1e-9);
+    assert!((b.raw_ms() - lut.estimate(&m).unwrap().raw_ms).abs() < 1e-9);
+    let missing = Lut::from_entries("cpu", setting(), [entry(ffn(128), 0.5)]);
+    assert!(missing.breakdown(&m).is_err(), "a missing shape makes the breakdown unscorable too");
+}

@@ -20,6 +20,15 @@ pub async fn load(
     device: Option<&str>,
     setting: &DeploymentSetting,
 ) -> Result<Result<Option<Box<dyn LatencyModel>>, String>, StoreError> {
+    Ok(load_table(store, device, setting).await?.map(|t| t.map(|t| Box::new(t) as Box<dyn LatencyModel>)))
+}
+
+/// As [`load`], but the table itself (for per-layer breakdowns).
+pub async fn load_table(
+    store: &Store,
+    device: Option<&str>,
+    setting: &DeploymentSetting,
+) -> Result<Result<Option<lut::Lut>, String>, StoreError> {
     let key = setting.key();
     let devices = match device {
         Some(d) => vec![d.to_owned()],
@@ -65,7 +74,7 @@ fn table_from_rows(
     setting: &DeploymentSetting,
     rows: &[crate::store::LutEntryRow],
     calibration: Option<lut::Calibration>,
-) -> Result<Box<dyn LatencyModel>, String> {
+) -> Result<lut::Lut, String> {
     let mut entries = Vec::with_capacity(rows.len());
     for r in rows {
         let op = r.op_key.parse().map_err(|e| {
@@ -80,8 +89,8 @@ fn table_from_rows(
         });
     }
     let table = lut::Lut::from_entries(device, *setting, entries);
-    Ok(Box::new(match calibration {
+    Ok(match calibration {
         Some(c) => table.with_calibration(c),
         None => table,
-    }))
+    })
 }

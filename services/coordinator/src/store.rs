@@ -937,15 +937,94 @@ pub enum SortKey {
     Latency,
     Params,
     Memory,
+    /// Hidden size.
+    Hidden,
+    /// Decode latency measured on a worker (only measured candidates are listed).
+    Measured,
+    /// Highest successive-halving rung with a result.
+    Rung,
+    /// Candidate status, alphabetically.
+    Status,
+    /// Candidate id: the order candidates were proposed in.
+    Id,
 }
 
 impl SortKey {
+    /// Every key, by its query-string name.
+    pub const ALL: [(&'static str, SortKey); 9] = [
+        ("ppl", Self::Ppl),
+        ("latency", Self::Latency),
+        ("params", Self::Params),
+        ("memory", Self::Memory),
+        ("hidden", Self::Hidden),
+        ("measured", Self::Measured),
+        ("rung", Self::Rung),
+        ("status", Self::Status),
+        ("id", Self::Id),
+    ];
+
+    /// The key named `name` in a query string.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == name).map(|(_, k)| *k)
+    }
+
+    /// This key's query-string name.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(_, k)| *k == self).map_or("ppl", |(n, _)| n)
+    }
+
     fn column(self) -> &'static str {
         match self {
             Self::Ppl => "ppl",
             Self::Latency => "est_latency_ms",
             Self::Params => "params",
             Self::Memory => "memory_bytes",
+            Self::Hidden => "hidden_size",
+            Self::Measured => "measured_latency_ms",
+            Self::Rung => "rung",
+            Self::Status => "status",
+            Self::Id => "id",
+        }
+    }
+
+    /// The sort value of a row, as a page cursor writes it.
+    pub fn cursor_value(self, c: &CandidateRow) -> String {
+        let real = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
+        match self {
+            Self::Ppl => real(c.ppl),
+            Self::Latency => real(c.est_latency_ms),
+            Self::Measured => real(c.measured_latency_ms),
+            Self::Params => c.params.to_string(),
+            Self::Memory => c.memory_bytes.to_string(),
+            Self::Hidden => c.hidden_size.to_string(),
+            Self::Rung => c.rung.to_string(),
+            Self::Status => c.status.as_str().to_owned(),
+            Self::Id => c.id.to_string(),
+        }
+    }
+}
+
+/// The sort value a page starts after, typed as its column is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CursorValue {
+    Real(f64),
+    Integer(i64),
+    Text(String),
+}
+
+impl CursorValue {
+    /// Parses a cursor's value for `key`; `None` when it is not a value of that column.
+    pub fn parse(key: SortKey, text: &str) -> Option<Self> {
+        match key {
+            SortKey::Ppl | SortKey::Latency | SortKey::Measured => {
+                text.parse::<f64>().ok().filter(|v| v.is_finite()).map(Self::Real)
+            }
+            SortKey::Params | SortKey::Memory | SortKey::Hidden | SortKey::Rung | SortKey::Id => {
+                text.parse().ok().map(Self::Integer)
+            }
+            SortKey::Status => {
+                text.parse::<CandidateStatus>().ok().map(|s| Self::Text(s.as_str().to_owned()))
+            }
         }
     }
 }
@@ -959,7 +1038,7 @@ pub struct LeaderboardQuery {
     pub feasible_only: bool,
     pub limit: i64,
     /// Continue after this (sort value, id), as returned by the previous page.
-    pub after: Option<(f64, i64)>,
+    pub after: Option<(CursorValue, i64)>,
 }
 
 /// Counts of a search's trials and candidates by state.
@@ -1131,16 +1210,30 @@ impl Store {
         if query.after.is_some() {
             // A row-value comparison is one index range condition on (search_id, column, id);
             // the equivalent OR of two comparisons would be a filter that scans every earlier row.
-            sql.push_str(&format!(" AND ({column}, id) {cmp} ($2, $3)"));
+            if query.sort == SortKey::Id {
+                sql.push_str(&format!(" AND id {cmp} $2"));
+            } else {
+                sql.push_str(&format!(" AND ({column}, id) {cmp} ($2, $3)"));
+            }
         }
-        sql.push_str(&format!(" ORDER BY {column} {order}, id {order} LIMIT {}", query.limit.clamp(1, 1000)));
+        if query.sort == SortKey::Id {
+            sql.push_str(&format!(" ORDER BY id {order} LIMIT {}", query.limit.clamp(1, 1000)));
+        } else {
+            sql.push_str(&format!(
+                " ORDER BY {column} {order}, id {order} LIMIT {}",
+                query.limit.clamp(1, 1000)
+            ));
+        }
         let mut q = sqlx::query(&sql).bind(search_id);
-        if let Some((value, id)) = query.after {
-            q = match query.sort {
-                SortKey::Params | SortKey::Memory => q.bind(value as i64),
-                SortKey::Ppl | SortKey::Latency => q.bind(value),
-            };
-            q = q.bind(id);
+        if let Some((value, id)) = &query.after {
+            if query.sort != SortKey::Id {
+                q = match value {
+                    CursorValue::Real(v) => q.bind(*v),
+                    CursorValue::Integer(v) => q.bind(*v),
+                    CursorValue::Text(v) => q.bind(v.clone()),
+                };
+            }
+            q = q.bind(*id);
         }
         let rows = q.fetch_all(&self.pool).await?;
         rows.iter().map(candidate_from_row).collect()
@@ -1436,25 +1529,55 @@ impl Store {
         .await?)
     }
 
-    /// Fills a search with `candidates` synthetic scored candidates (and as many done trials) in a
-    /// few set-based statements, for benchmarks of the read paths at scale. Perplexities, latencies,
-    /// parameter counts and memory vary with the row number so every sort order is exercised.
+    /// Fills a search with `candidates` synthetic scored candidates and one done trial each, in a
+    /// few set-based statements, for benchmarks of the read paths at scale. Architectures cycle
+    /// through the tiny presets; perplexities, latencies, parameter counts and memory vary with
+    /// the row number so every sort order is exercised, and one in ten is infeasible.
     pub async fn seed_benchmark_candidates(&self, search_id: i64, candidates: i64) -> Result<(), StoreError> {
+        self.seed_scored_candidates(search_id, candidates).await?;
+        sqlx::query(
+            "INSERT INTO trials (search_id, candidate_id, state, budget_tokens, rung, attempt, max_attempts,
+                                 ppl, val_loss, created_at_ms, updated_at_ms)
+             SELECT search_id, id, 'done', 1000, 0, 1, 1, ppl, val_loss, created_at_ms, updated_at_ms
+             FROM candidates WHERE search_id = $1",
+        )
+        .bind(search_id)
+        .execute(&self.pool)
+        .await?;
+        sqlx::query("ANALYZE trials").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn seed_scored_candidates(&self, search_id: i64, candidates: i64) -> Result<(), StoreError> {
         let series = match self.backend {
             Backend::Postgres => "SELECT generate_series(1, $2) AS n",
             Backend::Sqlite => {
                 "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < $2) SELECT n FROM s"
             }
         };
+        let presets = ["tiny-hybrid", "tiny-transformer", "tiny-mamba2", "tiny-deltanet"];
+        let mut docs = Vec::with_capacity(presets.len());
+        for name in presets {
+            let arch = search_space::presets::preset(name)
+                .ok_or_else(|| StoreError::Malformed(format!("preset `{name}` is missing")))?;
+            docs.push(arch.to_json());
+        }
         let sql = format!(
             "INSERT INTO candidates (search_id, arch_hash, architecture, hidden_size, params, est_latency_ms,
                                      created_at_ms, status, rung, val_loss, ppl, memory_bytes, feasible, updated_at_ms)
-             SELECT $1, 'bench-' || n, '{{}}', 1024, 100000000 + (n * 7919) % 1000003,
-                    1.0 + ((n * 104729) % 1000) / 10.0, 0, 'done', 0, 2.0 + ((n * 15485863) % 100000) / 100000.0,
-                    7.0 + ((n * 15485863) % 100000) / 1000.0, (n * 31) % 1000000, CASE WHEN n % 10 = 0 THEN 0 ELSE 1 END, 0
+             SELECT $1, 'bench-' || n,
+                    CASE n % 4 WHEN 0 THEN $3 WHEN 1 THEN $4 WHEN 2 THEN $5 ELSE $6 END,
+                    128, 100000000 + (n * 7919) % 1000003,
+                    1.0 + ((n * 104729) % 1000) / 10.0, n * 1000, 'done', 0, 2.0 + ((n * 15485863) % 100000) / 100000.0,
+                    7.0 + ((n * 15485863) % 100000) / 1000.0, (n * 31) % 1000000, CASE WHEN n % 10 = 0 THEN 0 ELSE 1 END,
+                    n * 1000
              FROM ({series}) AS series"
         );
-        sqlx::query(&sql).bind(search_id).bind(candidates).execute(&self.pool).await?;
+        let mut query = sqlx::query(&sql).bind(search_id).bind(candidates);
+        for doc in docs {
+            query = query.bind(doc);
+        }
+        query.execute(&self.pool).await?;
         // Fresh statistics, as autovacuum would gather after organic growth, so the planner
         // sees the rows it is about to query.
         sqlx::query("ANALYZE candidates").execute(&self.pool).await?;
@@ -1468,7 +1591,7 @@ impl Store {
         n: i64,
         max_attempts: i64,
     ) -> Result<(), StoreError> {
-        self.seed_benchmark_candidates(search_id, n).await?;
+        self.seed_scored_candidates(search_id, n).await?;
         sqlx::query(
             "INSERT INTO trials (search_id, candidate_id, state, budget_tokens, rung, attempt, max_attempts,
                                  created_at_ms, updated_at_ms)

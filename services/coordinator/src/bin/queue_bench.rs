@@ -17,7 +17,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coordinator::store::{LeaderboardQuery, SortKey, Store, StoreOptions, TrialResult};
+use coordinator::store::{CursorValue, LeaderboardQuery, SortKey, Store, StoreOptions, TrialResult};
 use sqlx::migrate::MigrateDatabase;
 
 struct Args {
@@ -182,12 +182,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let page = store.leaderboard(search.id, &query).await?;
             times.push(t.elapsed());
             let last = page.last().ok_or("empty leaderboard page")?;
-            let value = match sort {
-                SortKey::Ppl => last.ppl.unwrap_or_default(),
-                SortKey::Latency => last.est_latency_ms.unwrap_or_default(),
-                SortKey::Params => last.params as f64,
-                SortKey::Memory => last.memory_bytes as f64,
-            };
+            let value = CursorValue::parse(sort, &sort.cursor_value(last)).ok_or("unparsable cursor")?;
             query.after = Some((value, last.id));
         }
         times.sort();

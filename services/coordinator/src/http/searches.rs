@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::auth::{Admin, Reader};
 use super::{ApiError, AppState, JsonBody, Metrics};
 use crate::pareto;
-use crate::store::{CandidateRow, LeaderboardQuery, SearchRow, SortKey};
+use crate::store::{CandidateRow, CursorValue, LeaderboardQuery, SearchRow, SortKey};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -204,17 +204,11 @@ pub fn entry(c: &CandidateRow) -> Entry {
 
 /// Parses leaderboard parameters, naming the bad one.
 pub fn leaderboard_query(p: &LeaderboardParams) -> Result<LeaderboardQuery, ApiError> {
-    let sort = match p.sort.as_deref().unwrap_or("ppl") {
-        "ppl" => SortKey::Ppl,
-        "latency" => SortKey::Latency,
-        "params" => SortKey::Params,
-        "memory" => SortKey::Memory,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "sort: unknown key `{other}`; expected ppl, latency, params or memory"
-            )));
-        }
-    };
+    let sort_name = p.sort.as_deref().unwrap_or("ppl");
+    let sort = SortKey::from_name(sort_name).ok_or_else(|| {
+        let names: Vec<&str> = SortKey::ALL.iter().map(|(n, _)| *n).collect();
+        ApiError::BadRequest(format!("sort: unknown key `{sort_name}`; expected one of {}", names.join(", ")))
+    })?;
     let descending = match p.order.as_deref().unwrap_or("asc") {
         "asc" => false,
         "desc" => true,
@@ -228,19 +222,19 @@ pub fn leaderboard_query(p: &LeaderboardParams) -> Result<LeaderboardQuery, ApiE
         None => None,
         Some(c) => {
             let bad = || ApiError::BadRequest(format!("cursor: `{c}` is not a cursor from a previous page"));
-            let (value, id) = c.split_once('_').ok_or_else(bad)?;
-            Some((value.parse::<f64>().map_err(|_| bad())?, id.parse::<i64>().map_err(|_| bad())?))
+            let (value, id) = c.rsplit_once('_').ok_or_else(bad)?;
+            Some((CursorValue::parse(sort, value).ok_or_else(bad)?, id.parse::<i64>().map_err(|_| bad())?))
         }
     };
     Ok(LeaderboardQuery { sort, descending, feasible_only: p.feasible.unwrap_or(false), limit, after })
 }
 
-fn sort_value(c: &CandidateRow, sort: SortKey) -> f64 {
-    match sort {
-        SortKey::Ppl => c.ppl.unwrap_or(f64::NAN),
-        SortKey::Latency => c.est_latency_ms.unwrap_or(f64::NAN),
-        SortKey::Params => c.params as f64,
-        SortKey::Memory => c.memory_bytes as f64,
+/// The cursor that continues a page after its last row.
+pub fn next_cursor(rows: &[CandidateRow], query: &LeaderboardQuery) -> Option<String> {
+    if rows.len() as i64 == query.limit {
+        rows.last().map(|c| format!("{}_{}", query.sort.cursor_value(c), c.id))
+    } else {
+        None
     }
 }
 
@@ -254,11 +248,7 @@ async fn leaderboard(
     let query = leaderboard_query(&params)?;
     get_row(&state, id).await?;
     let rows = state.store.leaderboard(id, &query).await?;
-    let next_cursor = if rows.len() as i64 == query.limit {
-        rows.last().map(|c| format!("{}_{}", sort_value(c, query.sort), c.id))
-    } else {
-        None
-    };
+    let next_cursor = next_cursor(&rows, &query);
     let items: Vec<Entry> = rows.iter().map(entry).collect();
     Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
 }
@@ -270,10 +260,15 @@ async fn pareto_front(
 ) -> Result<Json<Value>, ApiError> {
     let row = get_row(&state, id).await?;
     let budget = row.spec.pointer("/target/latency_budget_ms").and_then(Value::as_f64);
-    let candidates = state.store.search_candidates(id).await?;
-    let front = pareto::front(&candidates);
-    let front: Vec<Entry> = front.into_iter().map(entry).collect();
-    let points: Vec<Value> = candidates
+    // Points from the narrow plot read; full rows only for the (few) front members.
+    let all = state.store.search_points(id).await?;
+    let mut front = Vec::new();
+    for p in pareto::front(&all) {
+        if let Some(c) = state.store.get_candidate(p.id).await? {
+            front.push(entry(&c));
+        }
+    }
+    let points: Vec<Value> = all
         .iter()
         .filter(|c| c.ppl.is_some() && c.est_latency_ms.is_some())
         .map(|c| json!({ "id": c.id, "ppl": c.ppl, "latency_ms": c.est_latency_ms, "feasible": c.feasible }))

@@ -1,7 +1,7 @@
 //! Search bookkeeping: generations, candidate outcomes, cancellation, leaderboards.
 
 use coordinator::store::{
-    CandidateStatus, LeaderboardQuery, NewMember, SortKey, Store, TrialResult, TrialState,
+    CandidateStatus, CursorValue, LeaderboardQuery, NewMember, SortKey, Store, TrialResult, TrialState,
 };
 use serde_json::json;
 
@@ -173,7 +173,7 @@ pub async fn leaderboard_pages_by_keyset_in_every_order(db: TestDb) {
             break;
         }
         let last = page.last().unwrap();
-        query.after = Some((last.ppl.unwrap(), last.id));
+        query.after = Some((CursorValue::Real(last.ppl.unwrap()), last.id));
         seen.extend(page.iter().map(|c| (c.ppl.unwrap(), c.id)));
     }
     assert_eq!(seen.len(), 20, "every feasible scored candidate exactly once");
