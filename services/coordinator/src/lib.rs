@@ -28,5 +28,7 @@ pub mod search;
 pub mod server;
 pub mod store;
 pub mod store_lut;
+pub mod store_ui;
+pub mod ui;
 
 pub use store::{Backend, Store, StoreError, StoreOptions};

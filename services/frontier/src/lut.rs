@@ -743,8 +743,9 @@ async fn validate(args: ValidateArgs) -> Result<String> {
     let raw = fidelity(&col(|c| c.raw_ms), &measured);
     let fitted = fidelity(&col(|c| c.calibrated_ms), &measured);
     let loo = fidelity(&col(|c| c.loo_ms), &measured);
+    // The cases are kept with the figures so the devices page can plot measured against estimated.
     let report = json!({ "raw": raw, "calibrated": fitted, "calibrated_leave_one_out": loo,
-                         "samples": cases.len(), "load_average": [load_before, load_after] });
+                         "samples": cases.len(), "load_average": [load_before, load_after], "cases": cases });
     store.put_lut_calibration(&fp, &setting.key(), &serde_json::to_value(calibration)?, &report).await?;
     let mut worst: Vec<&Case> = cases.iter().collect();
     worst.sort_by(|a, b| {

@@ -2,7 +2,7 @@
 //! how much of a guess was right.
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{AUTHORIZATION, COOKIE};
 use axum::http::request::Parts;
 
 use super::{ApiError, AppState};
@@ -29,6 +29,36 @@ fn presented(parts: &Parts, state: &AppState) -> Result<Presented, ApiError> {
     } else {
         Err(ApiError::Unauthorized)
     }
+}
+
+/// The cookie the web UI's sign-in sets; it carries a token for reads only.
+pub const TOKEN_COOKIE: &str = "frontier_token";
+
+/// Whether `token` is the admin or the worker token.
+pub fn token_known(token: &str, state: &AppState) -> bool {
+    constant_time_eq(token.as_bytes(), state.config.admin_token.expose().as_bytes())
+        || constant_time_eq(token.as_bytes(), state.config.worker_token.expose().as_bytes())
+}
+
+/// The token in the request's [`TOKEN_COOKIE`], if any.
+fn cookie_token(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == TOKEN_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// Whether a read is allowed: reads are open, or a known token comes as a bearer header or in
+/// the sign-in cookie. (Mutations never accept the cookie, so a page cannot be tricked into one.)
+pub fn read_allowed(parts: &Parts, state: &AppState) -> bool {
+    !state.config.protect_reads
+        || presented(parts, state).is_ok()
+        || cookie_token(parts).is_some_and(|t| token_known(t, state))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -72,7 +102,8 @@ impl FromRequestParts<AppState> for WorkerAuth {
     }
 }
 
-/// Any token when reads are protected; nothing otherwise.
+/// Any token (bearer header or the UI's sign-in cookie) when reads are protected; nothing
+/// otherwise.
 #[derive(Debug, Clone, Copy)]
 pub struct Reader;
 
@@ -80,9 +111,6 @@ impl FromRequestParts<AppState> for Reader {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if state.config.protect_reads {
-            presented(parts, state)?;
-        }
-        Ok(Reader)
+        if read_allowed(parts, state) { Ok(Reader) } else { Err(ApiError::Unauthorized) }
     }
 }

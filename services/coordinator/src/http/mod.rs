@@ -1,4 +1,5 @@
-//! The HTTP API under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics` and `/api/openapi.json`.
+//! The HTTP API under `/api/v1`, plus `/healthz`, `/readyz`, `/metrics` and `/api/openapi.json`;
+//! [`app`] also serves the web UI ([`crate::ui`]) under `/ui`.
 //!
 //! # Layout
 //! - [`error`]: the one error type and its JSON body.
@@ -66,6 +67,8 @@ pub struct ApiConfig {
     pub max_long_poll: Duration,
     /// Largest request body accepted.
     pub body_limit_bytes: usize,
+    /// How often the web UI refreshes the page of a running search.
+    pub ui_refresh: Duration,
 }
 
 impl ApiConfig {
@@ -77,6 +80,7 @@ impl ApiConfig {
             lease_ttl: Duration::from_secs(60),
             max_long_poll: Duration::from_secs(20),
             body_limit_bytes: 2 * 1024 * 1024,
+            ui_refresh: Duration::from_secs(5),
         }
     }
 }
@@ -134,6 +138,7 @@ pub fn app(state: AppState) -> Router {
         .merge(workers::router())
         .merge(devices::router())
         .merge(ops::router())
+        .merge(crate::ui::router())
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)

@@ -1,0 +1,322 @@
+//! Pages rendered in-process (`app(state).oneshot`) against a real store.
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use coordinator::http::ApiConfig;
+use coordinator::store::NewCandidate;
+use http_body_util::BodyExt;
+use serde_json::json;
+use tower::ServiceExt;
+
+use crate::helpers::TestDb;
+use crate::requests::{ADMIN, WORKER, api, api_with, get};
+use crate::seed;
+
+/// Sends a request and returns the status, headers and body as text.
+async fn raw(router: &Router, req: Request<Body>) -> (StatusCode, HeaderMap, String) {
+    let response = router.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
+async fn page(router: &Router, uri: &str) -> (StatusCode, String) {
+    let (status, _, body) = raw(router, Request::get(uri).body(Body::empty()).unwrap()).await;
+    (status, body)
+}
+
+async fn ok_page(router: &Router, uri: &str) -> String {
+    let (status, body) = page(router, uri).await;
+    assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+    body
+}
+
+/// `(class, data-id)` of every element `<{tag} class="…" data-id="…"` in a page.
+fn marked(html: &str, tag: &str) -> Vec<(String, i64)> {
+    let open = format!("<{tag} class=\"");
+    let mut out = Vec::new();
+    for piece in html.split(&open).skip(1) {
+        let (class, rest) = piece.split_once('"').unwrap();
+        if let Some(rest) = rest.strip_prefix(" data-id=\"") {
+            out.push((class.to_owned(), rest.split_once('"').unwrap().0.parse().unwrap()));
+        }
+    }
+    out
+}
+
+fn with_class(marks: &[(String, i64)], class: &str) -> Vec<i64> {
+    marks.iter().filter(|(c, _)| c.split(' ').any(|w| w == class)).map(|(_, id)| *id).collect()
+}
+
+pub async fn every_page_renders_for_a_finished_search(db: TestDb) {
+    let (router, state) = api(&db.store);
+    let (id, _) = seed::search(&router, &state, "nightly hybrids", 60, 0).await;
+    coordinator::server::background_step(&state).await.unwrap();
+    let list = ok_page(&router, "/ui/searches").await;
+    assert!(list.contains(&format!("href=\"/ui/searches/{id}\"")), "the list links the search");
+    assert!(list.contains("nightly hybrids") && list.contains("completed"), "{list}");
+    let search = ok_page(&router, &format!("/ui/searches/{id}")).await;
+    for needle in [
+        "id=\"pareto-plot\"",
+        "id=\"progress-evaluations\"",
+        "id=\"progress-time\"",
+        "id=\"leaderboard-table\"",
+    ] {
+        assert!(search.contains(needle), "the search page has {needle}");
+    }
+    assert!(!search.contains("data-refresh"), "a finished search does not refresh itself");
+    assert!(search.contains("class=\"best\""), "the progress plots draw a best-so-far line");
+    let best = db.store.best_candidate(id).await.unwrap().unwrap();
+    let candidate = ok_page(&router, &format!("/ui/candidates/{}", best.id)).await;
+    let blocks = candidate.matches("class=\"layer-block ").count();
+    let (_, detail) = get(&router, &format!("/api/v1/candidates/{}", best.id)).await;
+    assert_eq!(blocks, detail["layers"].as_array().unwrap().len(), "one block per layer");
+    assert!(candidate.contains("id=\"export-config\""), "a tiny hybrid exports as a config");
+    assert!(candidate.contains("id=\"loss-curve\""), "the loss curve is drawn");
+    // The flat table costs 3.2 ms per layer over the setting's 32 steps.
+    assert!(candidate.contains("3.2 ms"), "the per-layer breakdown comes from the latency table");
+    let devices = ok_page(&router, "/ui/devices").await;
+    assert!(devices.contains(seed::DEVICE) && devices.contains(seed::SETTING), "{devices}");
+    let (status, _) = page(&router, "/ui/static/style.css").await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+pub async fn the_plot_marks_every_placed_candidate_and_the_front_matches_the_api(db: TestDb) {
+    let (router, state) = api(&db.store);
+    let (id, _) = seed::search(&router, &state, "plot", 90, 5).await;
+    let html = ok_page(&router, &format!("/ui/searches/{id}")).await;
+    assert!(html.contains("data-refresh="), "a running search refreshes itself");
+    let circles = marked(&html, "circle");
+    let api = seed::pareto(&router, id).await;
+    let mut plotted: Vec<i64> = with_class(&circles, "pt");
+    let mut points = seed::ids(&api["points"]);
+    plotted.sort_unstable();
+    points.sort_unstable();
+    assert!(
+        points.len() >= 50,
+        "a search of at least 50 scored candidates, got {}: {:?}",
+        points.len(),
+        db.store.search_points(id).await.unwrap()
+    );
+    assert_eq!(plotted, points, "one mark per scored candidate");
+    let mut front = with_class(&circles, "front");
+    let mut api_front = seed::ids(&api["front"]);
+    front.sort_unstable();
+    api_front.sort_unstable();
+    assert_eq!(front, api_front, "the highlighted front is the API's");
+    let rug = marked(&html, "line");
+    assert_eq!(
+        with_class(&rug, "rug").len(),
+        seed::unscored_with_latency(&db.store, id).await,
+        "unscored marks"
+    );
+    assert!(
+        !with_class(&rug, "infeasible").is_empty(),
+        "over-budget candidates are recorded and shown dimmed"
+    );
+    assert!(html.contains("class=\"budget\""), "the budget is drawn");
+}
+
+pub async fn the_table_sorts_by_every_column_and_pages_by_cursor(db: TestDb) {
+    let (router, state) = api(&db.store);
+    let (id, _) = seed::search(&router, &state, "table", 60, 0).await;
+    for key in ["ppl", "latency", "params", "memory", "hidden", "measured", "rung", "status", "id"] {
+        for order in ["asc", "desc"] {
+            let query = format!("sort={key}&order={order}&limit=20");
+            let html = ok_page(&router, &format!("/ui/searches/{id}?{query}")).await;
+            let rows: Vec<i64> = marked(&html, "tr").into_iter().map(|(_, id)| id).collect();
+            let (_, api) = get(&router, &format!("/api/v1/searches/{id}/leaderboard?{query}")).await;
+            assert_eq!(rows, seed::ids(&api["items"]), "{query}: the table shows the API's order");
+        }
+    }
+    // Following `next page` links visits every scored candidate once.
+    let mut uri = format!("/ui/searches/{id}?sort=latency&limit=7");
+    let mut seen = Vec::new();
+    loop {
+        let html = ok_page(&router, &uri).await;
+        seen.extend(marked(&html, "tr").into_iter().map(|(_, id)| id));
+        let Some(next) = html.split("id=\"next-page\" href=\"").nth(1) else { break };
+        uri = next.split('"').next().unwrap().replace("&#38;", "&").replace("&amp;", "&");
+    }
+    let with_latency =
+        db.store.search_points(id).await.unwrap().iter().filter(|p| p.est_latency_ms.is_some()).count();
+    assert_eq!(seen.len(), with_latency, "every candidate with a latency estimate, once");
+    let mut distinct = seen.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), seen.len());
+    // Feasible only hides the over-budget ones.
+    let html = ok_page(&router, &format!("/ui/searches/{id}?sort=latency&feasible=true&limit=1000")).await;
+    let rows = marked(&html, "tr");
+    assert!(!rows.is_empty() && rows.iter().all(|(c, _)| !c.contains("infeasible")), "{rows:?}");
+}
+
+pub async fn the_csv_holds_every_row_in_the_tables_order(db: TestDb) {
+    let (router, state) = api(&db.store);
+    let (id, _) = seed::search(&router, &state, "csv", 60, 0).await;
+    let (status, headers, body) = raw(
+        &router,
+        Request::get(format!("/ui/searches/{id}/leaderboard.csv?sort=latency&order=desc"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(headers["content-type"].to_str().unwrap().starts_with("text/csv"));
+    assert!(headers["content-disposition"].to_str().unwrap().contains("attachment"));
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let head = reader.headers().unwrap().clone();
+    let col = |name: &str| head.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    let (_, api) =
+        get(&router, &format!("/api/v1/searches/{id}/leaderboard?sort=latency&order=desc&limit=1000")).await;
+    let ids: Vec<i64> = rows.iter().map(|r| r[col("id")].parse().unwrap()).collect();
+    assert_eq!(ids, seed::ids(&api["items"]), "every row, in the table's order");
+    let latencies: Vec<f64> = rows.iter().map(|r| r[col("est_latency_ms")].parse().unwrap()).collect();
+    assert!(latencies.windows(2).all(|w| w[0] >= w[1]), "descending latency");
+    for (row, item) in rows.iter().zip(api["items"].as_array().unwrap()) {
+        assert_eq!(row[col("pattern")], *item["pattern"].as_str().unwrap());
+        assert_eq!(row[col("status")], *item["status"].as_str().unwrap());
+    }
+}
+
+pub async fn user_text_is_escaped(db: TestDb) {
+    let (router, state) = api(&db.store);
+    let evil = "<script>alert('x')</script> & \"friends\"";
+    let (id, _) = seed::search(&router, &state, evil, 12, 0).await;
+    let arch = search_space::presets::preset("tiny-hybrid").unwrap().named(evil);
+    let (c, _) = db
+        .store
+        .insert_candidate(
+            id,
+            &NewCandidate {
+                arch_hash: "evil".into(),
+                architecture: serde_json::to_value(&arch).unwrap(),
+                parent_id: None,
+                mutation: Some("<img src=x onerror=alert(1)>".into()),
+                hidden_size: 128,
+                params: 1,
+                est_latency_ms: Some(1.0),
+                memory_bytes: 1,
+                feasible: true,
+            },
+        )
+        .await
+        .unwrap();
+    let escaped = "&#60;script&#62;";
+    for uri in
+        ["/ui/searches".to_owned(), format!("/ui/searches/{id}?sort=id"), format!("/ui/candidates/{}", c.id)]
+    {
+        let html = ok_page(&router, &uri).await;
+        assert!(!html.contains("<script>alert"), "{uri} shows the name as text");
+        assert!(!html.contains("<img src=x"), "{uri}");
+        assert!(
+            html.contains(escaped) || html.contains("&lt;script&gt;"),
+            "{uri}: the name is escaped: {html}"
+        );
+    }
+    // A bad query string is echoed escaped too.
+    let (status, html) = page(&router, &format!("/ui/searches/{id}?sort=%3Cscript%3E")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(html.matches("<script").count(), 1, "only the page's own script tag: {html}");
+}
+
+pub async fn bad_input_is_a_page_naming_the_problem(db: TestDb) {
+    let (router, state) = api(&db.store);
+    let (id, _) = seed::search(&router, &state, "bad input", 12, 0).await;
+    let before = (db.store.get_search(id).await.unwrap(), db.store.search_points(id).await.unwrap());
+    let cases = [
+        (format!("/ui/searches/{id}?sort=colour"), StatusCode::BAD_REQUEST, "sort"),
+        (format!("/ui/searches/{id}?order=sideways"), StatusCode::BAD_REQUEST, "order"),
+        (format!("/ui/searches/{id}?cursor=nonsense"), StatusCode::BAD_REQUEST, "cursor"),
+        (format!("/ui/searches/{id}?limit=0"), StatusCode::BAD_REQUEST, "limit"),
+        (format!("/ui/searches/{id}?colour=red"), StatusCode::BAD_REQUEST, "colour"),
+        (format!("/ui/searches/{id}/leaderboard.csv?sort=colour"), StatusCode::BAD_REQUEST, "sort"),
+        ("/ui/searches/999999".to_owned(), StatusCode::NOT_FOUND, "search 999999 does not exist"),
+        ("/ui/candidates/999999".to_owned(), StatusCode::NOT_FOUND, "candidate 999999 does not exist"),
+    ];
+    for (uri, want, mention) in cases {
+        let (status, html) = page(&router, &uri).await;
+        assert_eq!(status, want, "{uri}: {html}");
+        assert!(html.contains(mention), "{uri} names `{mention}`: {html}");
+        assert!(html.contains("<html"), "{uri} answers with a page");
+    }
+    let (status, _) = page(&router, "/ui/candidates/abc").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // Nothing was lost on the way.
+    let after = (db.store.get_search(id).await.unwrap(), db.store.search_points(id).await.unwrap());
+    assert_eq!(before, after);
+}
+
+pub async fn protected_reads_need_a_token_or_the_sign_in_cookie(db: TestDb) {
+    let mut config = ApiConfig::new(ADMIN, WORKER);
+    config.protect_reads = true;
+    let (router, _) = api_with(&db.store, config);
+    let (status, html) = page(&router, "/ui/searches").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(html.contains("action=\"/ui/login\"") && html.contains("value=\"/ui/searches\""), "{html}");
+    let form = |token: &str, next: &str| {
+        Request::post("/ui/login")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from(format!("token={token}&next={next}")))
+            .unwrap()
+    };
+    let (status, _, _) = raw(&router, form("wrong", "/ui/devices")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, headers, _) = raw(&router, form(WORKER, "/ui/devices")).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/ui/devices");
+    let cookie = headers["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    let with_cookie =
+        |uri: &str| Request::get(uri).header("cookie", pair.clone()).body(Body::empty()).unwrap();
+    let (status, _, _) = raw(&router, with_cookie("/ui/searches")).await;
+    assert_eq!(status, StatusCode::OK, "the cookie opens the pages");
+    let (status, _, _) = raw(&router, with_cookie("/api/v1/searches")).await;
+    assert_eq!(status, StatusCode::OK, "and the API's reads, for export links");
+    let create = Request::post("/api/v1/searches")
+        .header("cookie", format!("frontier_token={ADMIN}"))
+        .header("content-type", "application/json")
+        .body(Body::from(json!({}).to_string()))
+        .unwrap();
+    let (status, _, _) = raw(&router, create).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a cookie never authorises a mutation");
+    // Sign-in only ever sends the browser back into the UI.
+    let (_, headers, _) = raw(&router, form(ADMIN, "https://evil.example/")).await;
+    assert_eq!(headers["location"], "/ui/searches");
+    let (_, headers, _) = raw(&router, form(ADMIN, "//evil.example/ui")).await;
+    assert_eq!(headers["location"], "/ui/searches");
+}
+
+pub async fn the_devices_page_shows_fidelity_and_the_scatter_of_its_cases(db: TestDb) {
+    let (router, state) = api(&db.store);
+    seed::search(&router, &state, "devices", 4, 0).await;
+    let key: lut::DeploymentSetting = seed::SETTING.parse().unwrap();
+    let cases: Vec<serde_json::Value> = (1..=7)
+        .map(|i| json!({ "pattern": "A F", "hidden": 64, "layers": 2, "measured_ms": 10.0 * f64::from(i),
+                         "raw_ms": 9.0 * f64::from(i), "calibrated_ms": 10.1 * f64::from(i), "loo_ms": 10.3 * f64::from(i) }))
+        .collect();
+    let fidelity = json!({
+        "raw": { "n": 7, "spearman": 1.0, "kendall_tau": 1.0, "mape_pct": 10.0, "within_5pct": 0.0, "within_10pct": 1.0 },
+        "calibrated_leave_one_out": { "n": 7, "spearman": 0.9876, "kendall_tau": 0.95, "mape_pct": 3.0, "within_5pct": 1.0, "within_10pct": 0.857 },
+        "samples": 7, "cases": cases
+    });
+    db.store
+        .put_lut_calibration(seed::DEVICE, &key.key(), &json!({ "a": 1.0, "b": 0.0, "c": 0.0 }), &fidelity)
+        .await
+        .unwrap();
+    let html = ok_page(&router, "/ui/devices").await;
+    assert!(html.contains("0.988") && html.contains("86 %"), "the leave-one-out figures are shown: {html}");
+    let scatter = html
+        .split("class=\"chart small scatter\"")
+        .nth(1)
+        .expect("a scatter plot")
+        .split("</svg>")
+        .next()
+        .unwrap();
+    assert_eq!(scatter.matches("<circle class=\"pt\"").count(), 7, "one mark per validated architecture");
+    assert!(scatter.contains("class=\"diagonal\""));
+}
