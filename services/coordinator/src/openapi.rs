@@ -18,7 +18,7 @@ pub const OPERATIONS: &[Operation] = &[
     (
         "get",
         "/api/v1/searches/{id}/leaderboard",
-        "Scored candidates; ?sort=ppl|latency|params|memory&order=asc|desc&feasible=true&limit=N&cursor=C",
+        "Scored candidates; ?sort=ppl|latency|params|memory|hidden|measured|rung|status|id&order=asc|desc&feasible=true&limit=N&cursor=C",
         "read",
         None,
         200,

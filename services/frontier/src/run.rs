@@ -44,6 +44,9 @@ pub struct RunArgs {
     /// Log what the coordinator and workers do (otherwise only progress is shown).
     #[arg(long)]
     verbose: bool,
+    /// Where the local coordinator (and its web UI) listens; a free local port by default.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    bind: std::net::SocketAddr,
 }
 
 pub fn run(args: RunArgs) -> Result<String> {
@@ -98,9 +101,9 @@ async fn run_async(args: RunArgs) -> Result<String> {
     let worker_token = format!("{:032x}", rand_token());
     let mut config = ApiConfig::new(admin.clone(), worker_token.clone());
     config.lease_ttl = Duration::from_secs(120);
-    let app = Application::build(store.clone(), config, "127.0.0.1:0".parse()?)
+    let app = Application::build(store.clone(), config, args.bind)
         .await
-        .context("cannot start the local coordinator")?
+        .with_context(|| format!("cannot start the local coordinator on {}", args.bind))?
         .with_tick(Duration::from_millis(250));
     let base = format!("http://{}", app.local_addr());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -125,7 +128,7 @@ async fn run_async(args: RunArgs) -> Result<String> {
     };
     let planned = search_planned(&store, search_id).await;
     eprintln!(
-        "search {search_id}: {} candidates planned, {} local worker(s) on {}; coordinator at {base}",
+        "search {search_id}: {} candidates planned, {} local worker(s) on {}; watch it at {base}/ui/searches/{search_id}",
         planned.map_or("?".into(), |p| p.to_string()),
         args.workers,
         device.name

@@ -73,6 +73,7 @@ pub fn serve(args: ServeArgs) -> Result<String> {
             .await
             .with_context(|| format!("cannot listen on {}", args.bind))?;
         tracing::info!(addr = %app.local_addr(), backend = %app.state().store.backend(), "coordinator listening");
+        eprintln!("web UI: http://{}/ui", app.local_addr());
         app.run_until_stopped(shutdown_signal()).await.context("server failed")?;
         Ok(String::new())
     })
