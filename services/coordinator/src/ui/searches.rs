@@ -17,7 +17,7 @@ use super::{UiError, UiReader, query, render_html};
 use crate::http::searches::{LeaderboardParams, entry, leaderboard_query, next_cursor};
 use crate::http::{AppState, now_ms};
 use crate::pareto;
-use crate::store::{CandidateRow, LeaderboardQuery, SearchRow, SortKey};
+use crate::store::{CandidateRow, CursorValue, LeaderboardQuery, SearchRow, SortKey};
 use crate::store_ui::{Evaluation, PlotPoint};
 
 /// A search as the list and the page's header show it.
@@ -160,6 +160,8 @@ pub struct ParetoChart {
     pub front_ids: Vec<i64>,
     pub budget_x: Option<String>,
     pub budget_label: String,
+    /// `start` or `end`: the budget's label sits on the side of its line with room for it.
+    pub budget_anchor: &'static str,
     /// Scored candidates without a latency estimate (not placed).
     pub unplaced: usize,
 }
@@ -238,6 +240,10 @@ pub fn pareto_chart(points: &[PlotPoint], budget_ms: Option<f64>) -> ParetoChart
         front_line,
         front_ids,
         budget_x: budget_ms.map(|b| px(x.map(b))),
+        budget_anchor: match budget_ms {
+            Some(b) if x.map(b) > (frame.x0() + frame.x1()) / 2.0 => "end",
+            _ => "start",
+        },
         budget_label: budget_ms.map_or_else(String::new, |b| format!("budget {}", format::ms(Some(b)))),
         unplaced: points.iter().filter(|p| p.ppl.is_some() && p.est_latency_ms.is_none()).count(),
     }
@@ -520,14 +526,15 @@ pub async fn csv(
             ])
             .map_err(write_err)?;
         }
-        match (next_cursor(&rows, &query), rows.last()) {
-            (Some(cursor), Some(last)) => {
-                let value = cursor.rsplit_once('_').map_or("", |(v, _)| v);
-                let value = crate::store::CursorValue::parse(query.sort, value)
-                    .ok_or_else(|| UiError::Internal(format!("unparsable cursor {cursor}")))?;
+        match rows.last().filter(|_| rows.len() as i64 == query.limit) {
+            Some(last) => {
+                let value =
+                    CursorValue::parse(query.sort, &query.sort.cursor_value(last)).ok_or_else(|| {
+                        UiError::Internal(format!("row {} has no {} to page on", last.id, query.sort.name()))
+                    })?;
                 query.after = Some((value, last.id));
             }
-            _ => break,
+            None => break,
         }
     }
     let body = out.into_inner().map_err(|e| UiError::Internal(format!("csv: {e}")))?;
