@@ -267,7 +267,7 @@ pub struct LeaderboardArgs {
     /// Rows to show.
     #[arg(long, default_value_t = 20)]
     top: u32,
-    /// ppl, latency, params or memory.
+    /// ppl, latency, params, memory, hidden, measured, rung, status or id (the coordinator checks it).
     #[arg(long, default_value = "ppl")]
     sort: String,
     /// Only candidates within the latency budget.
