@@ -11,6 +11,7 @@
 //!   from [`latency`]) and results back into history.
 //! - [`http`]: the axum API; [`openapi`] describes it; [`pareto`] computes the front it serves.
 //! - [`server`]: the bound server and its background loop (lease sweeper, search stepping).
+//! - [`ui`]: the web UI under `/ui`; [`scratch`]: throwaway databases for the benchmarks.
 //!
 //! # Runtime model
 //!
@@ -24,6 +25,7 @@ pub mod http;
 pub mod latency;
 pub mod openapi;
 pub mod pareto;
+pub mod scratch;
 pub mod search;
 pub mod server;
 pub mod store;

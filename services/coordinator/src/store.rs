@@ -1173,19 +1173,6 @@ impl Store {
         row.as_ref().map(candidate_from_row).transpose()
     }
 
-    /// Every candidate of a search in id order (for the Pareto front and exports).
-    pub async fn search_candidates(&self, search_id: i64) -> Result<Vec<CandidateRow>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            candidate_columns!(),
-            " FROM candidates WHERE search_id = $1 ORDER BY id"
-        ))
-        .bind(search_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(candidate_from_row).collect()
-    }
-
     /// One page of a search's scored candidates, ordered by `query.sort` then id.
     ///
     /// Keyset pagination: the next page starts after the last row's (sort value, id), so a page

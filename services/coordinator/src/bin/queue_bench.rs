@@ -17,8 +17,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use coordinator::scratch::ScratchDatabase;
 use coordinator::store::{CursorValue, LeaderboardQuery, SortKey, Store, StoreOptions, TrialResult};
-use sqlx::migrate::MigrateDatabase;
 
 struct Args {
     database_url: String,
@@ -73,17 +73,8 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    sqlx::any::install_default_drivers();
-    let (url, cleanup, _dir) = if args.database_url.starts_with("postgres") {
-        let base =
-            args.database_url.rsplit_once('/').map_or(args.database_url.as_str(), |(b, _)| b).to_owned();
-        let url = format!("{base}/frontier_bench_{:016x}", rand::random::<u64>());
-        sqlx::Any::create_database(&url).await?;
-        (url.clone(), Some(url), None)
-    } else {
-        let dir = tempfile::tempdir()?;
-        (format!("sqlite://{}", dir.path().join("bench.db").display()), None, Some(dir))
-    };
+    let db = ScratchDatabase::create(&args.database_url, "frontier_bench").await?;
+    let url = db.url.clone();
     let options =
         StoreOptions { max_connections: args.connections, acquire_timeout: Duration::from_secs(120) };
     let store = Store::connect_with(&url, &options).await?;
@@ -196,8 +187,5 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     store.close().await;
-    if let Some(url) = cleanup {
-        sqlx::Any::force_drop_database(&url).await?;
-    }
-    Ok(())
+    db.remove().await
 }

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use coordinator::http::{ApiConfig, AppState, app};
+use coordinator::scratch::ScratchDatabase;
 use coordinator::store::{NewDevice, Store};
 use http_body_util::BodyExt;
-use sqlx::migrate::MigrateDatabase;
 use tower::ServiceExt;
 
 struct Args {
@@ -63,23 +63,11 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    sqlx::any::install_default_drivers();
-    let (url, cleanup, _dir) = if args.database_url.starts_with("postgres") {
-        let base =
-            args.database_url.rsplit_once('/').map_or(args.database_url.as_str(), |(b, _)| b).to_owned();
-        let url = format!("{base}/frontier_ui_bench_{:016x}", rand::random::<u64>());
-        sqlx::Any::create_database(&url).await?;
-        (url.clone(), Some(url), None)
-    } else {
-        let dir = tempfile::tempdir()?;
-        (format!("sqlite://{}", dir.path().join("bench.db").display()), None, Some(dir))
-    };
-    let store = Store::connect(&url).await?;
+    let db = ScratchDatabase::create(&args.database_url, "frontier_ui_bench").await?;
+    let store = Store::connect(&db.url).await?;
     let result = measure(&store, &args).await;
     store.close().await;
-    if let Some(url) = cleanup {
-        sqlx::Any::drop_database(&url).await?;
-    }
+    db.remove().await?;
     result
 }
 

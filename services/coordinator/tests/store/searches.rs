@@ -64,7 +64,7 @@ pub async fn recording_a_generation_twice_is_refused(db: TestDb) {
     db.store.add_generation(s, 0, &[member(1)], 1000, 2).await.unwrap();
     assert!(db.store.add_generation(s, 0, &[member(2)], 1000, 2).await.is_err());
     // The refused generation left nothing behind.
-    assert_eq!(db.store.search_candidates(s).await.unwrap().len(), 1);
+    assert_eq!(db.store.search_points(s).await.unwrap().len(), 1);
     assert_eq!(db.store.search_trials(s).await.unwrap().len(), 1);
 }
 
