@@ -124,6 +124,9 @@ pub enum WidthMode {
     Evolved,
 }
 
+/// The largest learning rate a spec may ask for: past it the f32 updates themselves overflow.
+pub const MAX_LR: f64 = 1e6;
+
 /// The proxy training budget.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -132,7 +135,8 @@ pub struct ProxyBudget {
     pub tokens: u64,
     pub seq_len: u32,
     pub batch_size: u32,
-    /// Peak learning rate of the cosine schedule.
+    /// Peak learning rate of the cosine schedule, in (0, [`MAX_LR`]]. Far above ~0.1 AdamW
+    /// usually diverges; such a trial is recorded as diverged, not refused.
     pub lr: f64,
     /// Share of the steps spent warming up.
     pub warmup_fraction: f64,
@@ -349,8 +353,8 @@ impl SearchSpec {
                 format!("must be at least one batch (seq_len × batch_size = {batch}), got {}", p.tokens),
             );
         }
-        if !(p.lr.is_finite() && p.lr > 0.0 && p.lr < 1.0) {
-            errs.push("proxy.lr", format!("must be in (0, 1), got {}", p.lr));
+        if !(p.lr.is_finite() && p.lr > 0.0 && p.lr <= MAX_LR) {
+            errs.push("proxy.lr", format!("must be in (0, {MAX_LR}], got {}", p.lr));
         }
         if !(0.0..1.0).contains(&p.warmup_fraction) {
             errs.push("proxy.warmup_fraction", format!("must be in [0, 1), got {}", p.warmup_fraction));

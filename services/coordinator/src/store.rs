@@ -630,17 +630,28 @@ impl Store {
         .bind(trial_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(TrialEventRow {
-                    id: row.try_get("id")?,
-                    trial_id: row.try_get("trial_id")?,
-                    at_ms: row.try_get("at_ms")?,
-                    kind: row.try_get("kind")?,
-                    payload: json_column(row, "payload")?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_from_row).collect()
+    }
+
+    /// What happened to every trial of a candidate, oldest first: queued, leased, requeued (with
+    /// the error or expiry that sent it back), failed, done. Progress reports are left out; the
+    /// history is capped at its first `limit` events.
+    pub async fn candidate_history(
+        &self,
+        candidate_id: i64,
+        limit: i64,
+    ) -> Result<Vec<TrialEventRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT e.id, e.trial_id, e.at_ms, e.kind, e.payload
+             FROM trial_events e JOIN trials t ON t.id = e.trial_id
+             WHERE t.candidate_id = $1 AND e.kind <> 'progress'
+             ORDER BY e.id LIMIT $2",
+        )
+        .bind(candidate_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
     }
 
     /// Claims the oldest queued trial for `worker_id` until `now_ms + ttl_ms`; `None` when the
@@ -743,7 +754,8 @@ impl Store {
             return Err(StoreError::StaleLease { trial_id });
         };
         let trial = trial_from_row(&row)?;
-        let payload = serde_json::json!({ "worker_id": trial.worker_id, "attempt": trial.attempt });
+        let payload =
+            serde_json::json!({ "worker_id": trial.worker_id, "attempt": trial.attempt, "ppl": trial.ppl });
         record_event(&mut tx, trial_id, now_ms, state.as_str(), &payload).await?;
         // The candidate shows its highest rung's outcome; a late result of a lower rung (from a
         // reclaimed lease that finished after all) never overwrites a higher one.
@@ -1608,6 +1620,16 @@ fn lease_from_row(row: &AnyRow) -> Result<Lease, StoreError> {
         attempt: row.try_get("attempt")?,
         lease_token: row.try_get("lease_token")?,
         lease_expires_at_ms: row.try_get("lease_expires_at_ms")?,
+    })
+}
+
+fn event_from_row(row: &AnyRow) -> Result<TrialEventRow, StoreError> {
+    Ok(TrialEventRow {
+        id: row.try_get("id")?,
+        trial_id: row.try_get("trial_id")?,
+        at_ms: row.try_get("at_ms")?,
+        kind: row.try_get("kind")?,
+        payload: json_column(row, "payload")?,
     })
 }
 

@@ -144,6 +144,7 @@ async fn run_async(args: RunArgs) -> Result<String> {
             worker_id: format!("local-{i}"),
             device: args.device,
             cache_dir: Some(std::env::temp_dir().join("frontier-cache")),
+            data_dir: None,
             lease_wait: Duration::from_secs(2),
             max_backoff: Duration::from_secs(2),
         };

@@ -97,6 +97,10 @@ pub struct WorkerArgs {
     /// Cache for tokenized corpora and trained tokenizers.
     #[arg(long, env = "FRONTIER_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Folder that relative `proxy.corpus` paths in search specs are read from (default: the
+    /// working directory), e.g. where a container mounts its data.
+    #[arg(long, env = "FRONTIER_DATA_DIR")]
+    data_dir: Option<PathBuf>,
     /// Stop after this many completed trials (default: run until stopped).
     #[arg(long)]
     max_trials: Option<u64>,
@@ -108,6 +112,11 @@ pub fn device_info(device: DeviceChoice) -> Result<api::DeviceInfo> {
 }
 
 pub fn worker(args: WorkerArgs) -> Result<String> {
+    if let Some(dir) = &args.data_dir
+        && !dir.is_dir()
+    {
+        bail!("--data-dir {} is not a folder", dir.display());
+    }
     init_tracing();
     let worker_id = args.worker_id.unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
@@ -119,6 +128,7 @@ pub fn worker(args: WorkerArgs) -> Result<String> {
         worker_id,
         device: args.device,
         cache_dir: Some(args.cache_dir.unwrap_or_else(|| std::env::temp_dir().join("frontier-cache"))),
+        data_dir: args.data_dir,
         lease_wait: Duration::from_secs(20),
         max_backoff: Duration::from_secs(10),
     };

@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     pub device: DeviceChoice,
     /// Where tokenized corpora and trained tokenizers are cached between trials.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// What a relative `proxy.corpus` path in a job is read from (the working directory when
+    /// `None`): a container mounts its data here, so specs need not know the mount point.
+    pub data_dir: Option<std::path::PathBuf>,
     /// Long-poll wait per lease request.
     pub lease_wait: Duration,
     /// Longest pause between retries when the coordinator is unreachable.
@@ -114,6 +117,21 @@ impl Worker {
         }
     }
 
+    /// [`Self::post`], with a 5xx answer (the coordinator up but its database not) as an error
+    /// that [`Self::with_retry`] retries: a result must outlive a database restart.
+    async fn post_or_server_error<T: serde::Serialize + ?Sized>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<reqwest::Response, PullError> {
+        let response = self.post(path, body).await?;
+        if response.status().is_server_error() {
+            let status = response.status().as_u16();
+            return Err(PullError::Http { status, body: response.text().await.unwrap_or_default() });
+        }
+        Ok(response)
+    }
+
     /// Retries `f` on network errors and 5xx answers with exponential backoff until it succeeds,
     /// fails otherwise, or the worker is stopping (then the last error is returned).
     async fn with_retry<T, F, Fut>(&self, what: &str, mut f: F) -> Result<T, PullError>
@@ -166,7 +184,8 @@ impl Worker {
             worker_id: self.config.worker_id.clone(),
             wait_ms: self.config.lease_wait.as_millis() as u64,
         };
-        let response = self.with_retry("lease", || self.post("/api/v1/workers/lease", &request)).await?;
+        let response =
+            self.with_retry("lease", || self.post_or_server_error("/api/v1/workers/lease", &request)).await?;
         let grant: LeaseGrant = match response.status() {
             StatusCode::NO_CONTENT => return Ok(Cycle::Idle),
             StatusCode::NOT_FOUND => {
@@ -186,9 +205,10 @@ impl Worker {
         let progress: Arc<Mutex<Option<Progress>>> = Arc::new(Mutex::new(None));
         let job = grant.job.clone();
         let device = self.config.device;
-        let cache_dir = self.config.cache_dir.clone();
+        let paths =
+            JobPaths { cache_dir: self.config.cache_dir.clone(), data_dir: self.config.data_dir.clone() };
         let shared = progress.clone();
-        let mut training = tokio::task::spawn_blocking(move || run_job(&job, device, cache_dir, shared));
+        let mut training = tokio::task::spawn_blocking(move || run_job(&job, device, &paths, shared));
         let mut lost: Option<String> = None;
         let outcome = loop {
             tokio::select! {
@@ -219,7 +239,7 @@ impl Worker {
                 let label = metrics.outcome.clone();
                 let body = CompleteTrial { lease_token: grant.lease_token.clone(), metrics };
                 let path = format!("/api/v1/trials/{trial_id}/complete");
-                let r = self.with_retry("complete", || self.post(&path, &body)).await?;
+                let r = self.with_retry("complete", || self.post_or_server_error(&path, &body)).await?;
                 if r.status() == StatusCode::CONFLICT {
                     return Ok(Cycle::Dropped { trial_id, reason: "result refused: lease is stale".into() });
                 }
@@ -233,7 +253,7 @@ impl Worker {
                     retryable: e.retryable,
                 };
                 let path = format!("/api/v1/trials/{trial_id}/fail");
-                let r = self.with_retry("fail", || self.post(&path, &body)).await?;
+                let r = self.with_retry("fail", || self.post_or_server_error(&path, &body)).await?;
                 if r.status() == StatusCode::CONFLICT {
                     return Ok(Cycle::Dropped { trial_id, reason: "failure refused: lease is stale".into() });
                 }
@@ -272,13 +292,23 @@ impl Worker {
     /// Runs cycles until the stop flag is set; returns how many trials were completed.
     pub async fn run(&mut self, max_trials: Option<u64>) -> Result<u64, PullError> {
         let mut completed = 0;
+        let mut failures_in_a_row = 0;
         while !self.stop.load(Ordering::Relaxed) && max_trials.is_none_or(|m| completed < m) {
             match self.run_once().await {
                 Ok(Cycle::Completed { trial_id, outcome }) => {
                     completed += 1;
+                    failures_in_a_row = 0;
                     tracing::info!(trial_id, %outcome, "reported");
                 }
-                Ok(Cycle::Failed { trial_id, error }) => tracing::warn!(trial_id, %error, "trial failed"),
+                Ok(Cycle::Failed { trial_id, error }) => {
+                    // A worker that fails every job (its data or device is broken) must not drain
+                    // the queue: each failure in a row doubles its pause before the next lease,
+                    // so healthy workers take the retries.
+                    failures_in_a_row += 1;
+                    let pause = failure_backoff(failures_in_a_row, self.config.max_backoff);
+                    tracing::warn!(trial_id, %error, ?pause, "trial failed; pausing before the next lease");
+                    tokio::time::sleep(pause).await;
+                }
                 Ok(Cycle::Dropped { .. } | Cycle::Idle) => {}
                 Err(e @ PullError::Auth(_)) => return Err(e),
                 Err(PullError::Network(e)) if self.stop.load(Ordering::Relaxed) => {
@@ -292,6 +322,11 @@ impl Worker {
         }
         Ok(completed)
     }
+}
+
+/// The pause after the `n`-th failed trial in a row: 1 s, 2 s, 4 s, ... up to `max`.
+pub fn failure_backoff(n: u32, max: Duration) -> Duration {
+    Duration::from_secs(1u64 << n.saturating_sub(1).min(16)).min(max)
 }
 
 #[derive(Debug)]
@@ -325,14 +360,25 @@ pub struct JobError {
     pub retryable: bool,
 }
 
-/// The data pipeline a proxy budget describes.
-pub fn data_config(
-    proxy: &ProxyBudget,
-    cache_dir: Option<std::path::PathBuf>,
-) -> Result<DataConfig, JobError> {
+/// Where a worker keeps and finds files.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobPaths {
+    /// Cache for tokenized corpora and trained tokenizers.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// The folder relative corpus paths are read from.
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+/// The data pipeline a proxy budget describes, on a worker with these paths.
+pub fn data_config(proxy: &ProxyBudget, paths: &JobPaths) -> Result<DataConfig, JobError> {
     let bad = |message: String| JobError { message, retryable: false };
-    let source: CorpusSource =
+    let mut source: CorpusSource =
         proxy.corpus.parse().map_err(|e| bad(format!("proxy.corpus `{}`: {e}", proxy.corpus)))?;
+    if let (CorpusSource::Path(path), Some(dir)) = (&source, &paths.data_dir)
+        && path.is_relative()
+    {
+        source = CorpusSource::Path(dir.join(path));
+    }
     let mut data = DataConfig::from_source(source);
     data.tokenizer = match proxy.tokenizer.as_str() {
         "bytes" => TokenizerSpec::Bytes,
@@ -341,7 +387,7 @@ pub fn data_config(
             None => return Err(bad(format!("unknown tokenizer `{other}`"))),
         },
     };
-    data.cache_dir = cache_dir;
+    data.cache_dir = paths.cache_dir.clone();
     Ok(data)
 }
 
@@ -367,14 +413,14 @@ pub fn train_config(job: &TrialJob) -> TrainConfig {
 pub fn run_job(
     job: &TrialJob,
     device: DeviceChoice,
-    cache_dir: Option<std::path::PathBuf>,
+    paths: &JobPaths,
     progress: Arc<Mutex<Option<Progress>>>,
 ) -> Result<TrialMetrics, JobError> {
     let model = job
         .architecture
         .expand()
         .map_err(|e| JobError { message: format!("architecture does not expand: {e}"), retryable: false })?;
-    let data = data_config(&job.proxy, cache_dir)?;
+    let data = data_config(&job.proxy, paths)?;
     let config = train_config(job);
     let mut curve: Vec<(u64, f64)> = Vec::new();
     let run: TrainRun = train_job(&model, &data, &config, device, false, |p| {
@@ -480,8 +526,30 @@ mod tests {
     fn unknown_tokenizers_are_refused_for_good() {
         let proxy =
             ProxyBudget { tokenizer: "sentencepiece".into(), corpus: "x".into(), ..ProxyBudget::default() };
-        let e = data_config(&proxy, None).unwrap_err();
+        let e = data_config(&proxy, &JobPaths::default()).unwrap_err();
         assert!(!e.retryable);
         assert!(e.message.contains("sentencepiece"));
+    }
+
+    #[test]
+    fn failures_in_a_row_back_off_exponentially_up_to_the_cap() {
+        let max = Duration::from_secs(10);
+        let pauses: Vec<u64> = (1..=6).map(|n| failure_backoff(n, max).as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(failure_backoff(u32::MAX, max), max);
+    }
+
+    #[test]
+    fn relative_corpus_paths_are_read_from_the_data_dir() {
+        let at = |corpus: &str, data_dir: Option<&str>| {
+            let proxy = ProxyBudget { corpus: corpus.into(), ..ProxyBudget::default() };
+            let paths = JobPaths { cache_dir: None, data_dir: data_dir.map(Into::into) };
+            data_config(&proxy, &paths).expect("a valid corpus").corpus
+        };
+        let path = |p: &str| CorpusSource::Path(p.into());
+        assert_eq!(at("books/a.txt", Some("/data")), path("/data/books/a.txt"));
+        assert_eq!(at("/srv/a.txt", Some("/data")), path("/srv/a.txt"));
+        assert_eq!(at("books/a.txt", None), path("books/a.txt"));
+        assert!(matches!(at("synthetic:in_context_recall", Some("/data")), CorpusSource::Synthetic(_)));
     }
 }

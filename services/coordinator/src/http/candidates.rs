@@ -60,6 +60,7 @@ async fn show(
         lineage.push(json!({ "id": p.id, "ppl": p.ppl, "mutation": p.mutation }));
     }
     let trials = state.store.candidate_trials(id).await?;
+    let history = state.store.candidate_history(id, HISTORY_LIMIT).await?;
     let loss_curve = c.metrics.as_ref().and_then(|m| m.get("loss_curve")).cloned().unwrap_or(Value::Null);
     Ok(Json(json!({
         "candidate": entry(&c),
@@ -71,8 +72,13 @@ async fn show(
         "error": c.error,
         "lineage": lineage,
         "trials": trials,
+        "history": history,
     })))
 }
+
+/// The most trial events a candidate's detail lists (attempts are bounded by `max_attempts`, so
+/// only a pathological history is cut).
+pub const HISTORY_LIMIT: i64 = 500;
 
 /// `?format=frontier|nemotron-flash`.
 #[derive(Debug, Deserialize)]

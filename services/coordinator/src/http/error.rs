@@ -80,11 +80,25 @@ impl From<StoreError> for ApiError {
                 "lease on trial {trial_id} is stale: it expired and was handed to another worker, or the trial ended"
             )),
             StoreError::Connect { .. } => Self::Unavailable(e),
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_),
-            ) => Self::Unavailable(e),
+            StoreError::Database(ref db) if connection_lost(db) => Self::Unavailable(e),
             other => Self::Internal(format!("{other}: {:?}", std::error::Error::source(&other))),
         }
+    }
+}
+
+/// Whether `e` means the database went away (restart, outage, a terminated backend) rather than
+/// that the statement was wrong: a 503 the client may retry, not a 500.
+pub fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        // SQLSTATE class 08 (connection exception); 57P01..57P03 (admin or crash shutdown,
+        // cannot connect now), as Postgres reports a restart or a terminated backend; 53300 (too
+        // many connections); 55000, which is what a connection to a database that is closed to
+        // new connections (`ALLOW_CONNECTIONS false`) gets.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300" | "55000")
+        }),
+        _ => false,
     }
 }
 

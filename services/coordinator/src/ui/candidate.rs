@@ -13,7 +13,7 @@ use super::{UiError, UiReader, format, render_html};
 use crate::http::AppState;
 use crate::http::candidates::export_document;
 use crate::http::searches::entry;
-use crate::store::{CandidateRow, TrialRow};
+use crate::store::{CandidateRow, TrialEventRow, TrialRow};
 
 /// One block of the layer strip.
 #[derive(Debug)]
@@ -64,6 +64,17 @@ pub struct TrialView {
     pub updated: String,
 }
 
+/// One line of a candidate's trial history.
+#[derive(Debug)]
+pub struct HistoryRow {
+    pub at: String,
+    pub trial: i64,
+    pub kind: String,
+    pub attempt: String,
+    pub worker: String,
+    pub detail: String,
+}
+
 #[derive(Debug)]
 pub struct Fact {
     pub label: &'static str,
@@ -92,6 +103,7 @@ struct CandidatePage {
     lineage: Vec<LineageRow>,
     mutation: Option<String>,
     trials: Vec<TrialView>,
+    history: Vec<HistoryRow>,
     nemotron_flash: Result<(), String>,
     error: Option<String>,
 }
@@ -190,6 +202,22 @@ fn loss_chart(metrics: Option<&Value>) -> Option<LineChart> {
     })
 }
 
+fn history_row(e: &TrialEventRow) -> HistoryRow {
+    let text = |key: &str| e.payload.get(key).and_then(Value::as_str).map(str::to_owned);
+    let detail = match e.kind.as_str() {
+        "done" | "diverged" => e.payload.get("ppl").and_then(Value::as_f64).map(|p| format!("PPL {p:.3}")),
+        _ => text("error"),
+    };
+    HistoryRow {
+        at: format::utc(e.at_ms),
+        trial: e.trial_id,
+        kind: e.kind.clone(),
+        attempt: e.payload.get("attempt").and_then(Value::as_i64).map_or_else(String::new, |a| a.to_string()),
+        worker: text("worker_id").unwrap_or_default(),
+        detail: detail.unwrap_or_default(),
+    }
+}
+
 fn trial_view(t: &TrialRow) -> TrialView {
     TrialView {
         id: t.id,
@@ -270,6 +298,7 @@ pub async fn show(
         });
     }
     let trials = state.store.candidate_trials(id).await?;
+    let history = state.store.candidate_history(id, crate::http::candidates::HISTORY_LIMIT).await?;
     let e = entry(&c);
     let context = setting.map(|s| s.context_tokens());
     let facts = facts(&c, &model, context);
@@ -308,6 +337,7 @@ pub async fn show(
         lineage,
         mutation: c.mutation.clone(),
         trials: trials.iter().map(trial_view).collect(),
+        history: history.iter().map(history_row).collect(),
         nemotron_flash: export_document(&c, "nemotron-flash").map(|_| ()).map_err(|e| e.to_string()),
         error: c.error.clone(),
     };
