@@ -47,9 +47,10 @@ if ((${#missing[@]} > 0)); then
     [[ "$(id -u)" == 0 ]] || fail "${missing[*]} not installed, and installing needs root: apt-get install ${missing[*]}"
     echo "deploy-check: installing ${missing[*]} from Debian"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    apt-get update -qq || fail "apt-get update failed"
     # Without recommends: docker-compose recommends a container engine, which nothing here runs.
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+        fail "apt-get install ${missing[*]} failed"
 fi
 command -v python3 >/dev/null || fail "python3 is needed for kubernetes-validate"
 command -v cargo >/dev/null || fail "cargo is needed to load the Dockerfile's stub workspace"
@@ -58,7 +59,7 @@ venv="$root/target/deploy-check-venv"
 installed="$("$venv/bin/kubernetes-validate" --version 2>/dev/null || true)"
 if [[ "$installed" != "$KUBERNETES_VALIDATE_VERSION" ]]; then
     echo "deploy-check: installing kubernetes-validate $KUBERNETES_VALIDATE_VERSION in $venv"
-    python3 -m venv "$venv"
+    python3 -m venv "$venv" || fail "python3 -m venv $venv failed"
     "$venv/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" ||
         fail "cannot install kubernetes-validate $KUBERNETES_VALIDATE_VERSION"
 fi
