@@ -376,6 +376,14 @@ async fn the_coordinator_reconnects_after_a_database_outage() {
     .await
     .expect("probe readiness");
     assert_eq!(not_ready, Some(503), "/readyz must report the outage as 503");
+    // A read that needs the database is a 503 the client may retry, not a 500; the same for the UI.
+    let (api, ui) = tokio::task::spawn_blocking(move || {
+        (http_get(port, &format!("/api/v1/searches/{id}")), http_get(port, &format!("/ui/searches/{id}")))
+    })
+    .await
+    .expect("reads during the outage");
+    assert_eq!(api.map(|(status, _)| status), Some(503), "API read during the outage");
+    assert_eq!(ui.map(|(status, _)| status), Some(503), "UI page during the outage");
     tokio::time::sleep(Duration::from_secs(5)).await;
     sqlx::query(&format!(r#"ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true"#))
         .execute(&admin)
