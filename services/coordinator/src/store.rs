@@ -31,6 +31,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -81,7 +82,7 @@ pub enum StoreError {
 }
 
 /// The database behind a [`Store`], chosen from the URL scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Sqlite,
@@ -127,7 +128,7 @@ impl Default for StoreOptions {
 }
 
 /// State of a trial in the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TrialState {
     Queued,
@@ -174,7 +175,7 @@ pub struct NewDevice {
     pub info: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct DeviceRow {
     pub fingerprint: String,
     pub name: String,
@@ -195,7 +196,7 @@ pub struct NewLutEntry {
     pub repeats: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct LutEntryRow {
     pub device: String,
     pub setting_key: String,
@@ -238,7 +239,7 @@ pub struct NewCandidate {
 }
 
 /// What a candidate's trials have established so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CandidateStatus {
     /// Queued or training; no result yet at any rung.
@@ -307,7 +308,7 @@ pub struct CandidateRow {
     pub updated_at_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct TrialRow {
     pub id: i64,
     pub search_id: i64,
@@ -327,6 +328,7 @@ pub struct TrialRow {
     pub lease_expires_at_ms: Option<i64>,
     pub val_loss: Option<f64>,
     pub ppl: Option<f64>,
+    /// The worker's report: its metrics, or its error for a failed trial.
     pub result: Option<Value>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -1042,7 +1044,7 @@ pub struct LeaderboardQuery {
 }
 
 /// Counts of a search's trials and candidates by state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 pub struct SearchProgress {
     pub trials: std::collections::BTreeMap<String, i64>,
     pub candidates: std::collections::BTreeMap<String, i64>,

@@ -139,6 +139,7 @@ pub fn app(state: AppState) -> Router {
         .merge(devices::router())
         .merge(ops::router())
         .merge(crate::ui::router())
+        .fallback(no_such_route)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
@@ -151,6 +152,35 @@ async fn count_requests(
 ) -> axum::response::Response {
     Metrics::add(&state.metrics.requests, 1);
     next.run(request).await
+}
+
+/// Any path no route serves: a 404 with the usual JSON error body.
+async fn no_such_route(uri: axum::http::Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::NotFound(format!("no such route: {path}"))
+}
+
+/// A path parameter (`{id}`, `{fingerprint}`) that answers a JSON 400 naming the parameter when
+/// it does not parse, e.g. an id that is not a 64-bit integer.
+#[derive(Debug)]
+pub struct PathParam<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for PathParam<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParam(value)),
+            Err(e) => Err(ApiError::BadRequest(format!("path: {}", e.body_text()))),
+        }
+    }
 }
 
 /// A JSON body parsed with field-path errors: 400 when it is not JSON, 422 when a field is wrong,
