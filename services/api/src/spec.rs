@@ -11,8 +11,26 @@ use search_space::model::MAX_META_TOKENS;
 use search_space::{Architecture, Genome, ModelSettings, SearchSpace, Topology, ValidationErrors};
 use serde::{Deserialize, Serialize};
 
-/// A string with at least one character that is not whitespace (as `str::trim` sees it).
-pub const NOT_BLANK: &str = r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+/// Text: any characters but NUL (which a Postgres text column cannot hold).
+pub const TEXT: &str = r"^[^\u0000]*$";
+/// Text with at least one character that is not whitespace (as `str::trim` sees it).
+pub const NOT_BLANK: &str =
+    r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$";
+
+/// What is wrong with a text field, if anything: longer than `max` characters, holding a NUL,
+/// or (when `not_blank`) empty or all whitespace. The schema says the same with [`TEXT`] or
+/// [`NOT_BLANK`] and a `maxLength`.
+pub fn text_problem(s: &str, max: usize, not_blank: bool) -> Option<String> {
+    if not_blank && s.trim().is_empty() {
+        Some("must not be empty or blank".to_owned())
+    } else if s.chars().nth(max).is_some() {
+        Some(format!("must be at most {max} characters"))
+    } else if s.contains('\0') {
+        Some("must not contain NUL characters".to_owned())
+    } else {
+        None
+    }
+}
 
 // Caps on a spec's sizes. They catch typos (a population of 10^9, a budget of 10^18 tokens) long
 // before they cost money, and they bound what the coordinator allocates for one request: the engine
@@ -158,7 +176,7 @@ pub struct Target {
     /// Device fingerprint whose latency table scores candidates. `None`: the coordinator's local
     /// device in `frontier run`, otherwise the only device with a table for the setting.
     #[serde(default)]
-    #[schemars(length(max = MAX_KEY_CHARS))]
+    #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub device: Option<String>,
     /// Deployment setting, e.g. `batch=1,prompt=128,gen=1024` (dtype defaults to bf16).
     #[serde(default = "default_setting")]
@@ -379,17 +397,20 @@ impl SearchSpec {
     /// Every problem with the spec, each under its field path.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errs = ValidationErrors::new();
-        if self.name.trim().is_empty() {
-            errs.push("name", "must not be empty");
-        } else if chars_over(&self.name, MAX_NAME_CHARS) {
-            errs.push("name", format!("must be at most {MAX_NAME_CHARS} characters"));
+        if let Some(problem) = text_problem(&self.name, MAX_NAME_CHARS, true) {
+            errs.push("name", problem);
         }
-        if let Err(e) = self.space.validate() {
-            errs.extend_under("space", e);
-        }
+        let space_ok = match self.space.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                errs.extend_under("space", e);
+                false
+            }
+        };
         if let Err(e) = self.model.validate() {
             errs.extend_under("model", e);
-        } else if let Err(e) = self.space.check_model(&self.model) {
+        } else if space_ok && let Err(e) = self.space.check_model(&self.model) {
+            // Only within a valid space: its hidden sizes are then few (one problem each at most).
             errs.extend_under("model", e);
         }
         if chars_over(&self.target.setting, MAX_KEY_CHARS) {
@@ -397,8 +418,10 @@ impl SearchSpec {
         } else if let Err(e) = self.target.deployment() {
             errs.push("target.setting", e.reason);
         }
-        if self.target.device.as_deref().is_some_and(|d| chars_over(d, MAX_KEY_CHARS)) {
-            errs.push("target.device", format!("must be at most {MAX_KEY_CHARS} characters"));
+        if let Some(problem) =
+            self.target.device.as_deref().and_then(|d| text_problem(d, MAX_KEY_CHARS, false))
+        {
+            errs.push("target.device", problem);
         }
         if let Some(b) = self.target.latency_budget_ms
             && !(b.is_finite() && b > 0.0)
@@ -481,8 +504,8 @@ impl SearchSpec {
                 "proxy.corpus",
                 "must name the training corpus as workers see it (a path, or synthetic:TASKS)",
             );
-        } else if chars_over(&p.corpus, MAX_CORPUS_CHARS) {
-            errs.push("proxy.corpus", format!("must be at most {MAX_CORPUS_CHARS} characters"));
+        } else if let Some(problem) = text_problem(&p.corpus, MAX_CORPUS_CHARS, true) {
+            errs.push("proxy.corpus", problem);
         }
         if p.tokenizer != "bytes"
             && !p

@@ -5,7 +5,7 @@ use search_space::Architecture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::spec::{MAX_KEY_CHARS, NOT_BLANK, ProxyBudget};
+use crate::spec::{MAX_KEY_CHARS, NOT_BLANK, ProxyBudget, TEXT};
 
 /// A device as a worker describes it: the LUT's device key and what it is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -15,10 +15,10 @@ pub struct DeviceInfo {
     #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(NOT_BLANK))]
     pub fingerprint: String,
     /// For people, e.g. `cpu (flex, 2 threads)` or `NVIDIA H200`.
-    #[schemars(length(max = MAX_KEY_CHARS))]
+    #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub name: String,
     /// `cpu` or `cuda`.
-    #[schemars(length(max = MAX_KEY_CHARS))]
+    #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub kind: String,
     /// Anything else worth keeping (memory, driver, thread count).
     #[serde(default)]
@@ -32,7 +32,7 @@ pub struct RegisterWorker {
     /// A stable id chosen by the worker (hostname plus a suffix); re-registering updates it.
     #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(NOT_BLANK))]
     pub worker_id: String,
-    #[schemars(length(max = MAX_KEY_CHARS))]
+    #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub hostname: String,
     pub device: DeviceInfo,
 }

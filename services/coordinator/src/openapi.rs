@@ -7,7 +7,7 @@
 //! drift from what the handlers parse and serialise. A test walks every documented operation
 //! against the real router, and `scripts/schemathesis.sh` fuzzes the running server against it.
 
-use api::spec::{MAX_KEY_CHARS, SearchSpec};
+use api::spec::{MAX_KEY_CHARS, NOT_BLANK, SearchSpec};
 use api::{
     CompleteTrial, ErrorBody, FailTrial, Heartbeat, HeartbeatAck, LeaseGrant, LeaseRequest, RegisterWorker,
     Registered,
@@ -111,7 +111,7 @@ fn int64() -> Value {
 }
 
 fn fingerprint() -> Value {
-    json!({ "type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS })
+    json!({ "type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS, "pattern": NOT_BLANK })
 }
 
 fn sort_keys() -> Value {

@@ -10,6 +10,14 @@
 //! 64-bit, timestamps are milliseconds since the Unix epoch (`*_ms`), JSON is text.
 //! [`Store::connect`] runs the migrations of `migrations/<backend>/` before returning.
 //!
+//! ## Nullable reals
+//!
+//! Statements that bind an `Option<f64>` are not kept prepared (`.persistent(false)`). sqlx 0.8's
+//! `Any` driver sends a missing `f64` as a `real` (float4) NULL; a Postgres statement prepared with
+//! one keeps that parameter type, and a later `f64` on the same connection is refused ("incorrect
+//! binary data format"): one diverged result would make the next completed one fail. Prepared
+//! afresh, every parameter is typed by the value it is given.
+//!
 //! # The trial queue
 //!
 //! Trials move `queued → leased → done | diverged`, or `leased → failed` once their attempts are
@@ -739,6 +747,7 @@ impl Store {
         .bind(now_ms)
         .bind(trial_id)
         .bind(lease_token)
+        .persistent(false) // binds a nullable real (module doc, "Nullable reals")
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -765,6 +774,7 @@ impl Store {
         .bind(result.measured_latency_ms)
         .bind(now_ms)
         .bind(trial.candidate_id)
+        .persistent(false) // binds nullable reals (module doc, "Nullable reals")
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -896,6 +906,7 @@ async fn insert_candidate_in(
     .bind(status.as_str())
     .bind(candidate.memory_bytes)
     .bind(i64::from(candidate.feasible))
+    .persistent(false) // binds a nullable real (module doc, "Nullable reals")
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = inserted {

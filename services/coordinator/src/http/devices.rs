@@ -66,13 +66,25 @@ pub struct SettingParam {
     pub setting: String,
 }
 
+/// A fingerprint from the path: one with a NUL cannot name a device (and cannot be looked up).
+fn check_fingerprint(fingerprint: &str) -> Result<(), ApiError> {
+    match api::spec::text_problem(fingerprint, api::spec::MAX_KEY_CHARS, true) {
+        Some(problem) => Err(ApiError::BadRequest(format!("fingerprint: {problem}"))),
+        None => Ok(()),
+    }
+}
+
 async fn entries(
     _: Reader,
     State(state): State<AppState>,
     PathParam(fingerprint): PathParam<String>,
     params: Result<Query<SettingParam>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<LutTable>, ApiError> {
+    check_fingerprint(&fingerprint)?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(problem) = api::spec::text_problem(&params.setting, api::spec::MAX_KEY_CHARS, true) {
+        return Err(ApiError::BadRequest(format!("setting: {problem}")));
+    }
     let setting: lut::DeploymentSetting = params
         .setting
         .parse()
@@ -110,17 +122,15 @@ async fn upload(
     PathParam(fingerprint): PathParam<String>,
     JsonBody(entries): JsonBody<Vec<UploadedEntry>>,
 ) -> Result<Json<LutStored>, ApiError> {
+    check_fingerprint(&fingerprint)?;
     if state.store.get_device(&fingerprint).await?.is_none() {
         return Err(ApiError::NotFound(format!(
             "device `{fingerprint}` is not registered; register a worker on it first"
         )));
     }
     for (i, e) in entries.iter().enumerate() {
-        if e.op_key.trim().is_empty() || e.op_key.chars().nth(api::spec::MAX_KEY_CHARS).is_some() {
-            return Err(ApiError::field(
-                format!("[{i}].op_key"),
-                format!("must be 1 to {} characters", api::spec::MAX_KEY_CHARS),
-            ));
+        if let Some(problem) = api::spec::text_problem(&e.op_key, api::spec::MAX_KEY_CHARS, true) {
+            return Err(ApiError::field(format!("[{i}].op_key"), problem));
         }
         if e.setting_key.chars().nth(api::spec::MAX_KEY_CHARS).is_some() {
             return Err(ApiError::field(

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use api::spec::MAX_KEY_CHARS;
+use api::spec::{MAX_KEY_CHARS, text_problem};
 use api::{
     CompleteTrial, FailTrial, Heartbeat, HeartbeatAck, LeaseGrant, LeaseRequest, RegisterWorker, Registered,
     SearchSpec, TrialJob,
@@ -37,20 +37,20 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/trials/{id}/fail", post(fail))
 }
 
-/// An id or key: not blank, at most [`MAX_KEY_CHARS`] characters.
+/// An id or key: not blank, at most [`MAX_KEY_CHARS`] characters, no NUL.
 fn check_id(path: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() || value.chars().nth(MAX_KEY_CHARS).is_some() {
-        return Err(ApiError::field(path, format!("must be 1 to {MAX_KEY_CHARS} characters, not all blank")));
-    }
-    Ok(())
+    text_problem(value, MAX_KEY_CHARS, true).map_or(Ok(()), |problem| Err(ApiError::field(path, problem)))
 }
 
-/// A free-text field: at most [`MAX_KEY_CHARS`] characters.
+/// A free-text field: at most [`MAX_KEY_CHARS`] characters, no NUL.
 fn check_text(path: &str, value: &str) -> Result<(), ApiError> {
-    if value.chars().nth(MAX_KEY_CHARS).is_some() {
-        return Err(ApiError::field(path, format!("must be at most {MAX_KEY_CHARS} characters")));
-    }
-    Ok(())
+    text_problem(value, MAX_KEY_CHARS, false).map_or(Ok(()), |problem| Err(ApiError::field(path, problem)))
+}
+
+/// A lease token no lease can have (one with a NUL, which the store cannot even compare), so the
+/// call is stale without asking the store.
+fn impossible_token(token: &str) -> bool {
+    token.contains('\0')
 }
 
 async fn register(
@@ -156,7 +156,12 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     let now = now_ms();
     let ttl_ms = state.config.lease_ttl.as_millis() as i64;
-    let expires = match state.store.heartbeat(id, &req.lease_token, now, ttl_ms).await {
+    let held = if impossible_token(&req.lease_token) {
+        Err(crate::store::StoreError::StaleLease { trial_id: id })
+    } else {
+        state.store.heartbeat(id, &req.lease_token, now, ttl_ms).await
+    };
+    let expires = match held {
         Ok(e) => e,
         Err(e) => return Err(stale_or(&state, id, e).await),
     };
@@ -205,7 +210,12 @@ async fn complete(
         result_json: serde_json::to_value(m).unwrap_or_default(),
         measured_latency_ms: m.measured_latency_ms,
     };
-    let trial = match state.store.complete_trial(id, &req.lease_token, &result, now_ms()).await {
+    let done = if impossible_token(&req.lease_token) {
+        Err(crate::store::StoreError::StaleLease { trial_id: id })
+    } else {
+        state.store.complete_trial(id, &req.lease_token, &result, now_ms()).await
+    };
+    let trial = match done {
         Ok(t) => t,
         Err(e) => return Err(stale_or(&state, id, e).await),
     };
@@ -220,8 +230,16 @@ async fn fail(
     PathParam(id): PathParam<i64>,
     JsonBody(req): JsonBody<FailTrial>,
 ) -> Result<Json<TrialAck>, ApiError> {
-    let error: String = req.error.chars().take(4000).collect();
-    let trial = match state.store.fail_trial(id, &req.lease_token, &error, req.retryable, now_ms()).await {
+    // Kept for people to read: at most 4000 characters, NUL (which Postgres text cannot hold) shown
+    // as U+FFFD.
+    let error: String =
+        req.error.chars().take(4000).map(|c| if c == '\0' { '\u{FFFD}' } else { c }).collect();
+    let failed = if impossible_token(&req.lease_token) {
+        Err(crate::store::StoreError::StaleLease { trial_id: id })
+    } else {
+        state.store.fail_trial(id, &req.lease_token, &error, req.retryable, now_ms()).await
+    };
+    let trial = match failed {
         Ok(t) => t,
         Err(e) => return Err(stale_or(&state, id, e).await),
     };
