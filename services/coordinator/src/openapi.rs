@@ -68,6 +68,51 @@ pub struct Param {
     pub schema: fn() -> Value,
 }
 
+/// An OpenAPI link: how a success response feeds another operation (clients and stateful
+/// testers follow them).
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    /// The success status whose body the link reads.
+    pub status: u16,
+    pub name: &'static str,
+    pub operation_id: &'static str,
+    /// `location.name` → runtime expression, e.g. `("path.id", "$response.body#/id")`.
+    pub parameters: &'static [(&'static str, &'static str)],
+    /// Body fields → runtime expressions.
+    pub body: &'static [(&'static str, &'static str)],
+}
+
+const fn link(
+    status: u16,
+    name: &'static str,
+    operation_id: &'static str,
+    parameters: &'static [(&'static str, &'static str)],
+    body: &'static [(&'static str, &'static str)],
+) -> Link {
+    Link { status, name, operation_id, parameters, body }
+}
+
+const SEARCH_ID: &[(&str, &str)] = &[("path.id", "$response.body#/id")];
+const SEARCH_LINKS: &[Link] = &[
+    link(201, "GetSearch", "getSearch", SEARCH_ID, &[]),
+    link(201, "GetLeaderboard", "getLeaderboard", SEARCH_ID, &[]),
+    link(201, "GetPareto", "getPareto", SEARCH_ID, &[]),
+    link(201, "ExportBest", "exportBest", SEARCH_ID, &[]),
+    link(201, "CancelSearch", "cancelSearch", SEARCH_ID, &[]),
+];
+const TRIAL_ID: &[(&str, &str)] = &[("path.id", "$response.body#/trial_id")];
+const LEASE_TOKEN: &[(&str, &str)] = &[("lease_token", "$response.body#/lease_token")];
+const LEASE_LINKS: &[Link] = &[
+    link(200, "Heartbeat", "heartbeatTrial", TRIAL_ID, LEASE_TOKEN),
+    link(200, "Complete", "completeTrial", TRIAL_ID, LEASE_TOKEN),
+    link(200, "Fail", "failTrial", TRIAL_ID, LEASE_TOKEN),
+    link(200, "GetCandidate", "getCandidate", &[("path.id", "$response.body#/candidate_id")], &[]),
+    link(200, "ExportCandidate", "exportCandidate", &[("path.id", "$response.body#/candidate_id")], &[]),
+    link(200, "GetSearch", "getSearch", &[("path.id", "$response.body#/search_id")], &[]),
+];
+const REGISTER_LINKS: &[Link] =
+    &[link(200, "Lease", "leaseTrial", &[], &[("worker_id", "$response.body#/worker_id")])];
+
 /// One documented operation.
 #[derive(Debug, Clone, Copy)]
 pub struct Operation {
@@ -85,6 +130,8 @@ pub struct Operation {
     /// Error statuses the handler itself answers (beyond those implied by `auth` and `request`),
     /// each with an [`ErrorBody`].
     pub errors: &'static [u16],
+    /// Operations its success responses lead to.
+    pub links: &'static [Link],
 }
 
 impl Operation {
@@ -206,6 +253,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(schema::<SearchSpec>),
         success: &[(201, "the new search", Body::Json(schema::<SearchView>))],
         errors: &[],
+        links: SEARCH_LINKS,
     },
     Operation {
         method: "get",
@@ -218,6 +266,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, JSON_OK, Body::Json(schema::<Vec<SearchView>>))],
         errors: &[],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -230,6 +279,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, JSON_OK, Body::Json(schema::<SearchView>))],
         errors: &[400, 404],
+        links: &[],
     },
     Operation {
         method: "post",
@@ -242,6 +292,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, "the cancelled search", Body::Json(schema::<SearchView>))],
         errors: &[400, 404, 409],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -254,6 +305,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, JSON_OK, Body::Json(schema::<LeaderboardPage>))],
         errors: &[400, 404],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -266,6 +318,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, JSON_OK, Body::Json(schema::<ParetoView>))],
         errors: &[400, 404],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -278,6 +331,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, "the exported document, as a download", Body::Export)],
         errors: &[400, 404, 422],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -290,6 +344,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, JSON_OK, Body::Json(schema::<CandidateDetail>))],
         errors: &[400, 404],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -302,6 +357,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, "the exported document, as a download", Body::Export)],
         errors: &[400, 404, 422],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -314,6 +370,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, JSON_OK, Body::Json(schema::<DeviceList>))],
         errors: &[],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -336,6 +393,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, JSON_OK, Body::Json(schema::<LutTable>))],
         errors: &[400, 404],
+        links: &[],
     },
     Operation {
         method: "post",
@@ -348,6 +406,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(schema::<Vec<UploadedEntry>>),
         success: &[(200, "how many entries were stored", Body::Json(schema::<LutStored>))],
         errors: &[404],
+        links: &[],
     },
     Operation {
         method: "post",
@@ -360,6 +419,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(schema::<RegisterWorker>),
         success: &[(200, JSON_OK, Body::Json(schema::<Registered>))],
         errors: &[],
+        links: REGISTER_LINKS,
     },
     Operation {
         method: "post",
@@ -375,6 +435,7 @@ pub const OPERATIONS: &[Operation] = &[
             (204, "nothing was queued within `wait_ms`", Body::Empty),
         ],
         errors: &[404],
+        links: LEASE_LINKS,
     },
     Operation {
         method: "post",
@@ -387,6 +448,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(schema::<Heartbeat>),
         success: &[(200, JSON_OK, Body::Json(schema::<HeartbeatAck>))],
         errors: &[400, 404, 409],
+        links: &[],
     },
     Operation {
         method: "post",
@@ -399,6 +461,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(schema::<CompleteTrial>),
         success: &[(200, JSON_OK, Body::Json(schema::<TrialAck>))],
         errors: &[400, 404, 409],
+        links: &[],
     },
     Operation {
         method: "post",
@@ -411,6 +474,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: Some(schema::<FailTrial>),
         success: &[(200, JSON_OK, Body::Json(schema::<TrialAck>))],
         errors: &[400, 404, 409],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -423,6 +487,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, "alive", Body::Json(schema::<Health>))],
         errors: &[],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -435,6 +500,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, "ready", Body::Json(schema::<Ready>))],
         errors: &[503],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -447,6 +513,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, "Prometheus text exposition format 0.0.4", Body::Metrics)],
         errors: &[],
+        links: &[],
     },
     Operation {
         method: "get",
@@ -459,6 +526,7 @@ pub const OPERATIONS: &[Operation] = &[
         request: None,
         success: &[(200, "the OpenAPI 3.1 document", Body::Json(openapi_document))],
         errors: &[],
+        links: &[],
     },
 ];
 
@@ -520,6 +588,26 @@ fn responses(op: &Operation, generator: &mut SchemaGenerator, error: &Value) -> 
             }),
             Body::Empty => json!({ "description": description }),
         };
+        let mut response = response;
+        let links: Map<String, Value> = op
+            .links
+            .iter()
+            .filter(|l| l.status == status)
+            .map(|l| {
+                let mut link = json!({ "operationId": l.operation_id });
+                if !l.parameters.is_empty() {
+                    link["parameters"] =
+                        l.parameters.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+                }
+                if !l.body.is_empty() {
+                    link["requestBody"] = l.body.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+                }
+                (l.name.to_owned(), link)
+            })
+            .collect();
+        if !links.is_empty() {
+            response["links"] = Value::Object(links);
+        }
         out.insert(status.to_string(), response);
     }
     for status in op.statuses() {
@@ -674,6 +762,17 @@ mod tests {
         ids.sort_unstable();
         ids.dedup();
         assert_eq!(ids.len(), OPERATIONS.len());
+        for op in OPERATIONS {
+            for link in op.links {
+                assert!(
+                    ids.contains(&link.operation_id),
+                    "{} links to {}",
+                    op.operation_id,
+                    link.operation_id
+                );
+                assert!(op.success.iter().any(|(s, _, _)| *s == link.status), "{}", link.name);
+            }
+        }
     }
 
     #[test]

@@ -28,6 +28,7 @@ on_both_backends! {
     requests::bad_leaderboard_parameters_name_the_parameter,
     requests::every_documented_operation_is_served,
     requests::health_readiness_and_metrics_answer,
+    requests::a_number_without_a_fraction_is_read_as_an_integer,
     protocol::a_worker_leases_trains_and_reports_through_the_api,
     protocol::a_stale_lease_token_is_refused_and_the_fresh_result_kept,
     protocol::an_unregistered_worker_is_told_to_register,
