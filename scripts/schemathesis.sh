@@ -138,9 +138,10 @@ run_backend() {
     local report="$work/report-$name"
     local start=$SECONDS status=0
     echo "== schemathesis $schemathesis_version against $name at $base" >&2
-    "$venv/bin/schemathesis" --config-file "$root/scripts/schemathesis.toml" run "$base/api/openapi.json" \
-        --checks all --max-examples "$max_examples" --seed "$seed" --workers 2 \
-        --report har,ndjson --report-dir "$report" --no-color || status=$?
+    # From the scratch directory, where schemathesis keeps its own files.
+    (cd "$work" && "$venv/bin/schemathesis" --config-file "$root/scripts/schemathesis.toml" \
+        run "$base/api/openapi.json" --checks all --max-examples "$max_examples" --seed "$seed" \
+        --workers 2 --report har,ndjson --report-dir "$report" --no-color) || status=$?
     local elapsed=$((SECONDS - start))
     if ! kill -0 "$server_pid" 2>/dev/null; then
         echo "error: the coordinator exited during the run" >&2

@@ -33,12 +33,13 @@ pub fn text_problem(s: &str, max: usize, not_blank: bool) -> Option<String> {
 }
 
 // Caps on a spec's sizes. They catch typos (a population of 10^9, a budget of 10^18 tokens) long
-// before they cost money, and they bound what the coordinator allocates for one request: the engine
-// holds a generation of at most `MAX_POPULATION` genomes, and the store a row per candidate.
+// before they cost money, and they bound what the coordinator does for one request: creating a
+// search records its first generation (a genome expanded, costed and stored per candidate, about a
+// millisecond each on Postgres) before it answers, so a generation holds at most `MAX_POPULATION`.
 /// Longest search name, in characters.
 pub const MAX_NAME_CHARS: usize = 200;
 /// Largest population, tournament sample, children per cycle, or random batch.
-pub const MAX_POPULATION: u32 = 10_000;
+pub const MAX_POPULATION: u32 = 1_000;
 /// Most candidates one search may plan (and so most cycles, generations or random candidates).
 pub const MAX_CANDIDATES: u64 = 1_000_000;
 /// Largest proxy training budget per candidate, in tokens.
