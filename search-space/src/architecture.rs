@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -28,7 +29,7 @@ pub enum Topology {
 }
 
 /// Model settings plus a topology.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "ArchitectureDoc", into = "ArchitectureDoc")]
 pub struct Architecture {
     pub name: Option<String>,
@@ -38,12 +39,19 @@ pub struct Architecture {
 
 /// The wire form of [`Architecture`]: the two topologies are sibling optional fields so a
 /// document reads flat, and exactly one must be present.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    title = "Architecture",
+    description = "Model settings plus exactly one topology: `genome` (stages of block types) or `layers` (operator codes).",
+    extend("oneOf" = [{ "required": ["genome"] }, { "required": ["layers"] }])
+)]
 struct ArchitectureDoc {
     #[serde(default = "default_format")]
+    #[schemars(extend("const" = ARCHITECTURE_FORMAT))]
     format: String,
     #[serde(default = "default_version")]
+    #[schemars(extend("const" = ARCHITECTURE_VERSION))]
     version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,

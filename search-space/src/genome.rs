@@ -8,6 +8,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ValidationErrors;
@@ -85,12 +86,15 @@ impl<'de> Deserialize<'de> for MixerRatio {
 }
 
 /// One block type: its mixer kinds, their ratio, and the FFNs after each mixer.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BlockType {
     /// One kind for ratio `0:1`, two distinct kinds otherwise (first, second).
+    #[schemars(length(min = 1, max = 2))]
     pub mixers: Vec<MixerKind>,
     pub ratio: MixerRatio,
+    /// FFNs after each mixer: 0, 1 or 2.
+    #[schemars(range(max = MAX_FFNS_PER_MIXER))]
     pub ffns_per_mixer: u8,
 }
 
@@ -145,23 +149,28 @@ impl BlockType {
 }
 
 /// One stage: a block type repeated `blocks` times.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Stage {
     pub block: BlockType,
+    #[schemars(range(min = 1, max = MAX_GENOME_OPERATORS))]
     pub blocks: u32,
 }
 
 /// The paper's genome.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Genome {
+    #[schemars(length(min = 1, max = MAX_STAGES))]
     pub stages: Vec<Stage>,
 }
 
 /// Most operators any genome may expand to, whatever the search space allows; a guard against
 /// typos such as `blocks: 100000`.
 pub const MAX_GENOME_OPERATORS: u32 = 4096;
+
+/// Most stages a genome (and so a search space) may have.
+pub const MAX_STAGES: u32 = 16;
 
 impl Genome {
     /// The flat operator list: stages in order, blocks repeated.
@@ -188,6 +197,10 @@ impl Genome {
         let mut errs = ValidationErrors::new();
         if self.stages.is_empty() {
             errs.push("stages", "a genome needs at least one stage");
+        }
+        if self.stages.len() > MAX_STAGES as usize {
+            errs.push("stages", format!("at most {MAX_STAGES} stages, got {}", self.stages.len()));
+            return Err(errs);
         }
         for (i, stage) in self.stages.iter().enumerate() {
             if let Err(e) = stage.block.validate() {

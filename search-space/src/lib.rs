@@ -11,6 +11,7 @@
 //!   document, expansion with field-path validation, and the canonical hash.
 //! - [`space`]: search-space bounds, seeded sampling and the four mutations.
 //! - [`presets`]: Nemotron-Flash-1B/3B, pure baselines, tiny models.
+//! - [`schema`]: JSON Schemas of the word-valued types (mixer kinds, operators, ratios).
 //! - [`nemotron_flash`]: the Nemotron-Flash Hugging Face `config.json`, export and import.
 //!
 //! # Runtime model
@@ -24,6 +25,7 @@ pub mod model;
 pub mod nemotron_flash;
 pub mod ops;
 pub mod presets;
+pub mod schema;
 pub mod space;
 
 pub use architecture::{ArchHash, Architecture, Topology};

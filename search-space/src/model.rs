@@ -5,6 +5,7 @@
 //! [`ModelSpec`], the flat, fully dimensioned layer list with closed-form parameter and decode
 //! memory counts.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationErrors;
@@ -13,15 +14,19 @@ use crate::ops::{
 };
 
 /// Attention settings shared by every attention layer of a model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AttentionSettings {
     /// Query heads; head dim = hidden / heads.
+    #[schemars(range(min = 1, max = MAX_DIM))]
     pub num_heads: u32,
     /// Key/value heads (grouped-query attention); must divide `num_heads`.
+    #[schemars(range(min = 1, max = MAX_DIM))]
     pub num_kv_heads: u32,
     /// Sliding window in tokens; `null` for full attention. The paper searches with 512.
+    #[schemars(range(min = 1))]
     pub sliding_window: Option<u32>,
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub rope_theta: f64,
 }
 
@@ -32,15 +37,20 @@ impl Default for AttentionSettings {
 }
 
 /// Mamba2 settings shared by every Mamba2 layer of a model.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Mamba2Settings {
     /// Inner width = expand · hidden.
+    #[schemars(range(min = 1, max = MAX_EXPAND))]
     pub expand: u32,
     /// Channels per SSM head; heads = inner width / head_dim.
+    #[schemars(range(min = 1, max = MAX_DIM))]
     pub head_dim: u32,
+    #[schemars(range(min = 1, max = MAX_DIM))]
     pub state_size: u32,
+    #[schemars(range(min = 1, max = MAX_DIM))]
     pub groups: u32,
+    #[schemars(range(min = 1, max = MAX_CONV_KERNEL))]
     pub conv_kernel: u32,
 }
 
@@ -51,11 +61,13 @@ impl Default for Mamba2Settings {
 }
 
 /// DeltaNet / Gated DeltaNet settings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeltaNetSettings {
     /// Heads; head dim = hidden / heads (keys and values alike).
+    #[schemars(range(min = 1, max = MAX_DIM))]
     pub num_heads: u32,
+    #[schemars(range(min = 1, max = MAX_CONV_KERNEL))]
     pub conv_kernel: u32,
 }
 
@@ -67,10 +79,12 @@ impl Default for DeltaNetSettings {
 
 /// FFN settings: intermediate size = ⌊expand_ratio · hidden / multiple_of⌋ · multiple_of,
 /// the rule the Nemotron-Flash config uses with `multiple_of = 128`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FfnSettings {
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = MAX_FFN_EXPAND))]
     pub expand_ratio: f64,
+    #[schemars(range(min = 1, max = MAX_DIM))]
     pub multiple_of: u32,
 }
 
@@ -81,15 +95,18 @@ impl Default for FfnSettings {
 }
 
 /// Everything besides the layer pattern that fixes a model's dimensions.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSettings {
+    #[schemars(range(min = 1, max = MAX_HIDDEN))]
     pub hidden_size: u32,
+    #[schemars(range(min = 1, max = MAX_VOCAB))]
     pub vocab_size: u32,
     #[serde(default = "yes")]
     pub tied_embeddings: bool,
     /// Learnable embeddings prepended to every sequence (paper: 256).
     #[serde(default)]
+    #[schemars(range(max = MAX_META_TOKENS))]
     pub meta_tokens: u32,
     #[serde(default)]
     pub attention: AttentionSettings,
@@ -107,10 +124,21 @@ fn yes() -> bool {
     true
 }
 
-/// Upper bounds that keep counts far from overflow and catch typos (a hidden size of 2^31).
-const MAX_HIDDEN: u32 = 65_536;
-const MAX_VOCAB: u32 = 4_194_304;
-const MAX_META_TOKENS: u32 = 65_536;
+// Upper bounds that keep counts far from overflow and catch typos (a hidden size of 2^31).
+/// Largest hidden size.
+pub const MAX_HIDDEN: u32 = 65_536;
+/// Largest vocabulary.
+pub const MAX_VOCAB: u32 = 4_194_304;
+/// Most meta tokens.
+pub const MAX_META_TOKENS: u32 = 65_536;
+/// Largest head count, head dimension, state size, group count or FFN rounding multiple.
+pub const MAX_DIM: u32 = 65_536;
+/// Largest Mamba2 expansion factor (inner width = expand · hidden).
+pub const MAX_EXPAND: u32 = 64;
+/// Largest FFN expansion ratio.
+pub const MAX_FFN_EXPAND: f64 = 64.0;
+/// Longest short convolution.
+pub const MAX_CONV_KERNEL: u32 = 1024;
 
 impl ModelSettings {
     /// The same settings at another width.
@@ -131,8 +159,8 @@ impl ModelSettings {
             errs.push("meta_tokens", format!("must be at most {MAX_META_TOKENS}, got {}", self.meta_tokens));
         }
         let a = &self.attention;
-        positive(&mut errs, "attention.num_heads", a.num_heads);
-        positive(&mut errs, "attention.num_kv_heads", a.num_kv_heads);
+        bounded(&mut errs, "attention.num_heads", a.num_heads, MAX_DIM);
+        bounded(&mut errs, "attention.num_kv_heads", a.num_kv_heads, MAX_DIM);
         if a.num_kv_heads > 0 && !a.num_heads.is_multiple_of(a.num_kv_heads) {
             errs.push(
                 "attention.num_kv_heads",
@@ -146,22 +174,25 @@ impl ModelSettings {
             errs.push("attention.rope_theta", format!("must be a positive number, got {}", a.rope_theta));
         }
         let m = &self.mamba2;
-        positive(&mut errs, "mamba2.expand", m.expand);
-        positive(&mut errs, "mamba2.head_dim", m.head_dim);
-        positive(&mut errs, "mamba2.state_size", m.state_size);
-        positive(&mut errs, "mamba2.groups", m.groups);
-        positive(&mut errs, "mamba2.conv_kernel", m.conv_kernel);
+        bounded(&mut errs, "mamba2.expand", m.expand, MAX_EXPAND);
+        bounded(&mut errs, "mamba2.head_dim", m.head_dim, MAX_DIM);
+        bounded(&mut errs, "mamba2.state_size", m.state_size, MAX_DIM);
+        bounded(&mut errs, "mamba2.groups", m.groups, MAX_DIM);
+        bounded(&mut errs, "mamba2.conv_kernel", m.conv_kernel, MAX_CONV_KERNEL);
         for (name, d) in [("deltanet", &self.deltanet), ("gated_deltanet", &self.gated_deltanet)] {
-            positive(&mut errs, &format!("{name}.num_heads"), d.num_heads);
-            positive(&mut errs, &format!("{name}.conv_kernel"), d.conv_kernel);
+            bounded(&mut errs, &format!("{name}.num_heads"), d.num_heads, MAX_DIM);
+            bounded(&mut errs, &format!("{name}.conv_kernel"), d.conv_kernel, MAX_CONV_KERNEL);
         }
         if !(self.ffn.expand_ratio.is_finite()
             && self.ffn.expand_ratio > 0.0
-            && self.ffn.expand_ratio <= 64.0)
+            && self.ffn.expand_ratio <= MAX_FFN_EXPAND)
         {
-            errs.push("ffn.expand_ratio", format!("must be in (0, 64], got {}", self.ffn.expand_ratio));
+            errs.push(
+                "ffn.expand_ratio",
+                format!("must be in (0, {MAX_FFN_EXPAND}], got {}", self.ffn.expand_ratio),
+            );
         }
-        positive(&mut errs, "ffn.multiple_of", self.ffn.multiple_of);
+        bounded(&mut errs, "ffn.multiple_of", self.ffn.multiple_of, MAX_DIM);
         errs.into_result(())
     }
 
@@ -257,9 +288,11 @@ pub fn ffn_intermediate(hidden: u32, ratio: f64, multiple_of: u32) -> u32 {
     raw / multiple_of * multiple_of
 }
 
-fn positive(errs: &mut ValidationErrors, path: &str, v: u32) {
+fn bounded(errs: &mut ValidationErrors, path: &str, v: u32, max: u32) {
     if v == 0 {
         errs.push(path, "must be at least 1");
+    } else if v > max {
+        errs.push(path, format!("must be at most {max}, got {v}"));
     }
 }
 
@@ -307,7 +340,7 @@ impl std::str::FromStr for Dtype {
 }
 
 /// A fully dimensioned model: what gets trained, profiled, hashed and exported.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub hidden_size: u32,
@@ -360,7 +393,8 @@ impl ModelSpec {
         let h = u64::from(self.hidden_size);
         let embedding = u64::from(self.vocab_size) * h;
         let meta_tokens = u64::from(self.meta_tokens) * h;
-        let layers: u64 = self.layers.iter().map(|l| l.params(self.hidden_size)).sum();
+        // Saturating: counts of absurd (but valid) models stay ordered instead of overflowing.
+        let layers = self.layers.iter().fold(0u64, |acc, l| acc.saturating_add(l.params(self.hidden_size)));
         let final_norm = h;
         let head = if self.tied_embeddings { 0 } else { u64::from(self.vocab_size) * h };
         ParamCount {
@@ -369,7 +403,9 @@ impl ModelSpec {
             layers,
             final_norm,
             head,
-            total: embedding + meta_tokens + layers + final_norm + head,
+            total: [embedding, meta_tokens, layers, final_norm, head]
+                .into_iter()
+                .fold(0u64, u64::saturating_add),
         }
     }
 
@@ -377,16 +413,17 @@ impl ModelSpec {
     /// front of every sequence, so attention caches them too.
     pub fn decode_memory(&self, batch: u64, context: u64, dtype: Dtype) -> DecodeMemory {
         let mut state = DecodeState::default();
-        let context = context + u64::from(self.meta_tokens);
+        let context = context.saturating_add(u64::from(self.meta_tokens));
         for l in &self.layers {
             state += l.decode_state(context);
         }
-        let b = batch * dtype.bytes();
+        // Saturating, as the parameter count: a huge batch or context must not overflow.
+        let b = batch.saturating_mul(dtype.bytes());
         DecodeMemory {
-            kv_cache_bytes: state.kv_cache * b,
-            recurrent_state_bytes: state.recurrent * b,
-            conv_state_bytes: state.conv * b,
-            total_bytes: state.total() * b,
+            kv_cache_bytes: state.kv_cache.saturating_mul(b),
+            recurrent_state_bytes: state.recurrent.saturating_mul(b),
+            conv_state_bytes: state.conv.saturating_mul(b),
+            total_bytes: state.total().saturating_mul(b),
         }
     }
 

@@ -12,6 +12,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A token mixer kind: what a block type chooses between.
@@ -155,7 +156,7 @@ impl<'de> Deserialize<'de> for OpKind {
 }
 
 /// Grouped-query attention with RoPE, full or sliding-window.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttentionSpec {
     pub num_heads: u32,
@@ -168,7 +169,7 @@ pub struct AttentionSpec {
 
 /// Mamba2 (SSD): input projection to `[z, x, B, C, dt]`, causal depthwise conv on `[x, B, C]`,
 /// selective scan with a scalar decay per head, gated RMSNorm, output projection.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mamba2Spec {
     /// Inner width `expand · hidden`; equals `num_heads · head_dim`.
@@ -185,7 +186,7 @@ pub struct Mamba2Spec {
 /// DeltaNet (and, with a decay gate and output gate, Gated DeltaNet): q/k/v projections with
 /// short causal convs, a per-head write strength β, an L2-normalised delta-rule state
 /// `S ∈ R^{head_dim × head_dim}` per head, a per-head output RMSNorm and an output projection.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeltaNetSpec {
     pub num_heads: u32,
@@ -194,14 +195,14 @@ pub struct DeltaNetSpec {
 }
 
 /// SwiGLU FFN: `down(silu(gate(x)) · up(x))`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FfnSpec {
     pub intermediate_size: u32,
 }
 
 /// One fully dimensioned pre-norm residual sub-layer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum LayerSpec {
     Attention(AttentionSpec),
@@ -226,15 +227,15 @@ pub struct DecodeState {
 
 impl DecodeState {
     pub fn total(&self) -> u64 {
-        self.kv_cache + self.recurrent + self.conv
+        self.kv_cache.saturating_add(self.recurrent).saturating_add(self.conv)
     }
 }
 
 impl std::ops::AddAssign for DecodeState {
     fn add_assign(&mut self, o: Self) {
-        self.kv_cache += o.kv_cache;
-        self.recurrent += o.recurrent;
-        self.conv += o.conv;
+        self.kv_cache = self.kv_cache.saturating_add(o.kv_cache);
+        self.recurrent = self.recurrent.saturating_add(o.recurrent);
+        self.conv = self.conv.saturating_add(o.conv);
     }
 }
 
@@ -287,7 +288,7 @@ impl LayerSpec {
             LayerSpec::Attention(a) => {
                 let kept = a.sliding_window.map_or(context, |w| context.min(u64::from(w)));
                 DecodeState {
-                    kv_cache: 2 * u64::from(a.num_kv_heads) * u64::from(a.head_dim) * kept,
+                    kv_cache: (2 * u64::from(a.num_kv_heads) * u64::from(a.head_dim)).saturating_mul(kept),
                     ..Default::default()
                 }
             }

@@ -12,11 +12,14 @@ use rand::Rng;
 use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::SeedableRng;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ValidationErrors;
-use crate::genome::{BlockType, Genome, MAX_FFNS_PER_MIXER, MixerRatio, Stage};
-use crate::model::ModelSettings;
+use crate::genome::{
+    BlockType, Genome, MAX_FFNS_PER_MIXER, MAX_GENOME_OPERATORS, MAX_STAGES, MixerRatio, Stage,
+};
+use crate::model::{MAX_HIDDEN, ModelSettings};
 use crate::ops::{MixerKind, OpKind};
 
 /// Frontier's RNG: ChaCha8, whose stream is fixed by its seed on every platform.
@@ -25,22 +28,35 @@ pub fn rng(seed: u64) -> ChaCha8Rng {
 }
 
 /// Bounds of the genome search (paper App. C.1 by default).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SearchSpace {
-    /// Mixer kinds a block type may use. The paper: DeltaNet, Attention, Mamba2.
+    /// Mixer kinds a block type may use, each once. The paper: DeltaNet, Attention, Mamba2.
+    #[schemars(length(min = 1, max = 4), extend("uniqueItems" = true))]
     pub mixers: Vec<MixerKind>,
+    /// Mixer ratios a block type may use, each once.
+    #[schemars(length(min = 1, max = 4), extend("uniqueItems" = true))]
     pub ratios: Vec<MixerRatio>,
-    /// FFNs after each mixer (the paper: 0, 1 or 2).
+    /// FFNs after each mixer (the paper: 0, 1 or 2), each once.
+    #[schemars(length(min = 1, max = 3), inner(range(max = MAX_FFNS_PER_MIXER)), extend("uniqueItems" = true))]
     pub ffns_per_mixer: Vec<u8>,
+    #[schemars(range(min = 1, max = MAX_STAGES))]
     pub stages: u32,
+    #[schemars(range(min = 1, max = MAX_GENOME_OPERATORS))]
     pub min_blocks_per_stage: u32,
+    /// At least `min_blocks_per_stage`.
+    #[schemars(range(min = 1, max = MAX_GENOME_OPERATORS))]
     pub max_blocks_per_stage: u32,
     /// Cap on mixers + FFNs; over it, the last stage is trimmed.
+    #[schemars(range(min = 1, max = MAX_GENOME_OPERATORS))]
     pub max_operators: u32,
-    /// Hidden sizes the latency table chooses from (the paper: 1024, 1280, ..., 2560).
+    /// Hidden sizes the latency table chooses from (the paper: 1024, 1280, ..., 2560), each once.
+    #[schemars(length(min = 1, max = MAX_HIDDEN_SIZES), inner(range(min = 1, max = MAX_HIDDEN)), extend("uniqueItems" = true))]
     pub hidden_sizes: Vec<u32>,
 }
+
+/// Most hidden sizes a space may list: every candidate's latency is estimated at each of them.
+pub const MAX_HIDDEN_SIZES: usize = 64;
 
 impl Default for SearchSpace {
     fn default() -> Self {
@@ -105,30 +121,42 @@ fn block_ops(ratio: MixerRatio, ffns_per_mixer: u8) -> u32 {
 impl SearchSpace {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errs = ValidationErrors::new();
-        check_list(&mut errs, "mixers", &self.mixers);
-        check_list(&mut errs, "ratios", &self.ratios);
-        check_list(&mut errs, "ffns_per_mixer", &self.ffns_per_mixer);
-        check_list(&mut errs, "hidden_sizes", &self.hidden_sizes);
-        for (i, f) in self.ffns_per_mixer.iter().enumerate() {
-            if *f > MAX_FFNS_PER_MIXER {
-                errs.push(format!("ffns_per_mixer[{i}]"), format!("must be 0, 1 or 2, got {f}"));
+        // Lengths first: a list over its cap is not walked (duplicate checks are quadratic).
+        check_list(&mut errs, "mixers", &self.mixers, MixerKind::ALL.len());
+        check_list(&mut errs, "ratios", &self.ratios, MixerRatio::ALL.len());
+        if check_list(&mut errs, "ffns_per_mixer", &self.ffns_per_mixer, usize::from(MAX_FFNS_PER_MIXER) + 1)
+        {
+            for (i, f) in self.ffns_per_mixer.iter().enumerate() {
+                if *f > MAX_FFNS_PER_MIXER {
+                    errs.push(format!("ffns_per_mixer[{i}]"), format!("must be 0, 1 or 2, got {f}"));
+                }
             }
         }
-        for (i, h) in self.hidden_sizes.iter().enumerate() {
-            if *h == 0 {
-                errs.push(format!("hidden_sizes[{i}]"), "must be at least 1");
+        if check_list(&mut errs, "hidden_sizes", &self.hidden_sizes, MAX_HIDDEN_SIZES) {
+            for (i, h) in self.hidden_sizes.iter().enumerate() {
+                if !(1..=MAX_HIDDEN).contains(h) {
+                    errs.push(format!("hidden_sizes[{i}]"), format!("must be in 1..={MAX_HIDDEN}, got {h}"));
+                }
             }
         }
         if self.mixers.len() < 2 && !self.ratios.is_empty() && !self.ratios.contains(&MixerRatio::R0to1) {
             errs.push("ratios", "with fewer than two mixer kinds only ratio 0:1 is possible; add it");
         }
-        if !(1..=16).contains(&self.stages) {
-            errs.push("stages", format!("must be in 1..=16, got {}", self.stages));
+        if !(1..=MAX_STAGES).contains(&self.stages) {
+            errs.push("stages", format!("must be in 1..={MAX_STAGES}, got {}", self.stages));
         }
-        if self.min_blocks_per_stage == 0 {
-            errs.push("min_blocks_per_stage", "must be at least 1");
+        if !(1..=MAX_GENOME_OPERATORS).contains(&self.min_blocks_per_stage) {
+            errs.push(
+                "min_blocks_per_stage",
+                format!("must be in 1..={MAX_GENOME_OPERATORS}, got {}", self.min_blocks_per_stage),
+            );
         }
-        if self.max_blocks_per_stage < self.min_blocks_per_stage {
+        if self.max_blocks_per_stage > MAX_GENOME_OPERATORS {
+            errs.push(
+                "max_blocks_per_stage",
+                format!("must be in 1..={MAX_GENOME_OPERATORS}, got {}", self.max_blocks_per_stage),
+            );
+        } else if self.max_blocks_per_stage < self.min_blocks_per_stage {
             errs.push(
                 "max_blocks_per_stage",
                 format!(
@@ -137,10 +165,10 @@ impl SearchSpace {
                 ),
             );
         }
-        if self.max_operators == 0 || self.max_operators > crate::genome::MAX_GENOME_OPERATORS {
+        if self.max_operators == 0 || self.max_operators > MAX_GENOME_OPERATORS {
             errs.push(
                 "max_operators",
-                format!("must be in 1..={}, got {}", crate::genome::MAX_GENOME_OPERATORS, self.max_operators),
+                format!("must be in 1..={}, got {}", MAX_GENOME_OPERATORS, self.max_operators),
             );
         }
         if errs.is_empty() {
@@ -402,13 +430,26 @@ impl SearchSpace {
     }
 }
 
-fn check_list<T: PartialEq + std::fmt::Debug>(errs: &mut ValidationErrors, path: &str, items: &[T]) {
+/// Checks that a list is not empty, holds at most `max` entries and none twice; `false` when it
+/// is empty or too long (its entries are then not looked at).
+fn check_list<T: PartialEq + std::fmt::Debug>(
+    errs: &mut ValidationErrors,
+    path: &str,
+    items: &[T],
+    max: usize,
+) -> bool {
     if items.is_empty() {
         errs.push(path, "must not be empty");
+        return false;
+    }
+    if items.len() > max {
+        errs.push(path, format!("at most {max} entries, got {}", items.len()));
+        return false;
     }
     for (i, item) in items.iter().enumerate() {
         if items[..i].contains(item) {
             errs.push(format!("{path}[{i}]"), format!("{item:?} is listed twice"));
         }
     }
+    true
 }

@@ -6,14 +6,68 @@
 //! so the coordinator can answer 422 with the whole list at once.
 
 use lut::DeploymentSetting;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use search_space::model::MAX_META_TOKENS;
 use search_space::{Architecture, Genome, ModelSettings, SearchSpace, Topology, ValidationErrors};
 use serde::{Deserialize, Serialize};
 
+/// Text: any characters but NUL (which a Postgres text column cannot hold).
+pub const TEXT: &str = r"^[^\u0000]*$";
+/// Text with at least one character that is not whitespace (as `str::trim` sees it).
+pub const NOT_BLANK: &str =
+    r"^[^\u0000]*[^\u0000\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000]*$";
+
+/// What is wrong with a text field, if anything: longer than `max` characters, holding a NUL,
+/// or (when `not_blank`) empty or all whitespace. The schema says the same with [`TEXT`] or
+/// [`NOT_BLANK`] and a `maxLength`.
+pub fn text_problem(s: &str, max: usize, not_blank: bool) -> Option<String> {
+    if not_blank && s.trim().is_empty() {
+        Some("must not be empty or blank".to_owned())
+    } else if s.chars().nth(max).is_some() {
+        Some(format!("must be at most {max} characters"))
+    } else if s.contains('\0') {
+        Some("must not contain NUL characters".to_owned())
+    } else {
+        None
+    }
+}
+
+// Caps on a spec's sizes. They catch typos (a population of 10^9, a budget of 10^18 tokens) long
+// before they cost money, and they bound what the coordinator does for one request: creating a
+// search records its first generation (a genome expanded, costed and stored per candidate, about a
+// millisecond each on Postgres) before it answers, so a generation holds at most `MAX_POPULATION`.
+/// Longest search name, in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Largest population, tournament sample, children per cycle, or random batch.
+pub const MAX_POPULATION: u32 = 1_000;
+/// Most candidates one search may plan (and so most cycles, generations or random candidates).
+pub const MAX_CANDIDATES: u64 = 1_000_000;
+/// Largest proxy training budget per candidate, in tokens.
+pub const MAX_PROXY_TOKENS: u64 = 1_000_000_000_000;
+/// Longest training sequence.
+pub const MAX_SEQ_LEN: u32 = 65_536;
+/// Largest batch, in sequences.
+pub const MAX_BATCH_SIZE: u32 = 4_096;
+/// Largest batch, in tokens (`seq_len × batch_size`).
+pub const MAX_BATCH_TOKENS: u64 = 1 << 24;
+/// Most validation tokens scored per trial.
+pub const MAX_EVAL_TOKENS: u64 = 100_000_000;
+/// Largest BPE vocabulary (`bpe:N`).
+pub const MAX_BPE_VOCAB: u32 = 262_144;
+/// Longest corpus reference, in characters.
+pub const MAX_CORPUS_CHARS: usize = 4_096;
+/// Longest device fingerprint or deployment setting, in characters.
+pub const MAX_KEY_CHARS: usize = 200;
+/// Most attempts per trial.
+pub const MAX_ATTEMPTS: u32 = 100;
+
 /// One search.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = example_spec())]
 pub struct SearchSpec {
     /// A name for people; not unique.
+    #[schemars(length(min = 1, max = MAX_NAME_CHARS), pattern(NOT_BLANK))]
     pub name: String,
     /// Genome bounds and the hidden sizes widths are chosen from.
     #[serde(default)]
@@ -22,6 +76,7 @@ pub struct SearchSpec {
     /// meta tokens). `hidden_size` here is a default only: the width mode decides each candidate's.
     /// Either a full table or a name: `tiny`, `nemotron-flash-1b`, `nemotron-flash-3b`.
     #[serde(default = "default_model", deserialize_with = "model_settings")]
+    #[schemars(schema_with = "model_settings_schema")]
     pub model: ModelSettings,
     /// Where the model will run and how fast it must be.
     #[serde(default)]
@@ -39,13 +94,50 @@ pub struct SearchSpec {
     pub halving: Option<Halving>,
     /// Designs put in the first population: preset names (genome presets only) or genomes.
     #[serde(default)]
+    #[schemars(length(max = MAX_POPULATION))]
     pub seeds: Vec<SeedDesign>,
     /// Attempts a trial gets (expired leases, worker errors) before its candidate is failed.
     #[serde(default = "default_max_attempts")]
+    #[schemars(range(min = 1, max = MAX_ATTEMPTS))]
     pub max_attempts: u32,
     /// Seeds every random choice of the search; the same spec and seed propose the same candidates.
     #[serde(default)]
     pub seed: u64,
+}
+
+/// A small spec that validates, shown in the API document.
+fn example_spec() -> serde_json::Value {
+    serde_json::json!({
+        "name": "example",
+        "model": "tiny",
+        "space": {
+            "mixers": ["attention", "mamba2", "deltanet"],
+            "ratios": ["0:1", "1:1"],
+            "ffns_per_mixer": [0, 1],
+            "stages": 3,
+            "min_blocks_per_stage": 1,
+            "max_blocks_per_stage": 2,
+            "max_operators": 6,
+            "hidden_sizes": [64, 128]
+        },
+        "target": { "setting": "batch=1,prompt=16,gen=32" },
+        "proxy": { "tokens": 4096, "seq_len": 32, "batch_size": 4, "corpus": "synthetic:copy" },
+        "algorithm": { "kind": "aging_evolution", "population": 4, "sample_size": 2, "per_cycle": 2, "cycles": 1 },
+        "seed": 3
+    })
+}
+
+/// Names accepted for `model`.
+pub const NAMED_SETTINGS: [&str; 3] = ["tiny", "nemotron-flash-1b", "nemotron-flash-3b"];
+
+fn model_settings_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "description": "Model settings: a name, or a full table.",
+        "oneOf": [
+            { "type": "string", "enum": NAMED_SETTINGS },
+            generator.subschema_for::<ModelSettings>()
+        ]
+    })
 }
 
 fn default_model() -> ModelSettings {
@@ -79,18 +171,21 @@ fn default_max_attempts() -> u32 {
 }
 
 /// The deployment target.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// Device fingerprint whose latency table scores candidates. `None`: the coordinator's local
     /// device in `frontier run`, otherwise the only device with a table for the setting.
     #[serde(default)]
+    #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub device: Option<String>,
     /// Deployment setting, e.g. `batch=1,prompt=128,gen=1024` (dtype defaults to bf16).
     #[serde(default = "default_setting")]
+    #[schemars(length(min = 1, max = MAX_KEY_CHARS))]
     pub setting: String,
     /// Candidates slower than this (estimated end-to-end decode latency) are infeasible.
     #[serde(default)]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub latency_budget_ms: Option<f64>,
 }
 
@@ -112,7 +207,7 @@ impl Target {
 }
 
 /// How widths are chosen.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WidthMode {
     /// The paper's rule: the largest of `space.hidden_sizes` whose estimated latency meets the budget
@@ -128,28 +223,39 @@ pub enum WidthMode {
 pub const MAX_LR: f64 = 1e6;
 
 /// The proxy training budget.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProxyBudget {
-    /// Training tokens per candidate (the top rung's budget with successive halving).
+    /// Training tokens per candidate (the top rung's budget with successive halving); at least
+    /// one batch (`seq_len × batch_size`).
+    #[schemars(range(min = 1, max = MAX_PROXY_TOKENS))]
     pub tokens: u64,
+    #[schemars(range(min = 1, max = MAX_SEQ_LEN))]
     pub seq_len: u32,
+    /// Sequences per batch; `seq_len × batch_size` is at most 2^24 tokens.
+    #[schemars(range(min = 1, max = MAX_BATCH_SIZE))]
     pub batch_size: u32,
     /// Peak learning rate of the cosine schedule, in (0, [`MAX_LR`]]. Far above ~0.1 AdamW
     /// usually diverges; such a trial is recorded as diverged, not refused.
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = MAX_LR))]
     pub lr: f64,
     /// Share of the steps spent warming up.
+    #[schemars(extend("minimum" = 0, "exclusiveMaximum" = 1))]
     pub warmup_fraction: f64,
     /// The paper's weight normalisation after every step.
     pub weight_norm: bool,
     /// Meta tokens prepended to every sequence (overrides `model.meta_tokens` for the proxy).
+    #[schemars(range(max = MAX_META_TOKENS))]
     pub meta_tokens: Option<u32>,
-    /// `bytes` (default) or `bpe:N` (a BPE of N tokens trained on the corpus).
+    /// `bytes` (default) or `bpe:N` (a BPE of N tokens, 260 ≤ N ≤ 262144, trained on the corpus).
+    #[schemars(pattern(r"^(?:bytes|bpe:\+?[0-9]{1,10})$"))]
     pub tokenizer: String,
     /// The training corpus as workers see it: a path (file or folder of .txt/.jsonl), or
     /// `synthetic:TASK[,TASK...]` for the built-in tasks.
+    #[schemars(length(min = 1, max = MAX_CORPUS_CHARS), pattern(NOT_BLANK))]
     pub corpus: String,
     /// Most validation tokens scored per trial.
+    #[schemars(range(min = 1, max = MAX_EVAL_TOKENS))]
     pub eval_tokens: Option<u64>,
     /// Also measure each candidate's real decode latency at the target setting on the worker.
     pub measure_latency: bool,
@@ -174,26 +280,34 @@ impl Default for ProxyBudget {
 }
 
 /// The search algorithm.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Algorithm {
-    /// The paper's Alg. 1.
+    /// The paper's Alg. 1. Plans `population + per_cycle × cycles` candidates, at most 10^6.
     AgingEvolution {
         /// Population size P.
+        #[schemars(range(min = 1, max = MAX_POPULATION))]
         population: u32,
-        /// Tournament sample size S.
+        /// Tournament sample size S, at most the population.
+        #[schemars(range(min = 1, max = MAX_POPULATION))]
         sample_size: u32,
         /// Children evaluated in parallel per cycle, K (the paper: 10).
+        #[schemars(range(min = 1, max = MAX_POPULATION))]
         per_cycle: u32,
         /// Cycles after the initial population.
+        #[schemars(range(max = MAX_CANDIDATES))]
         cycles: u32,
     },
-    /// NSGA-II over perplexity × latency (× decode memory).
+    /// NSGA-II over perplexity × latency (× decode memory). Plans
+    /// `population × (1 + generations)` candidates, at most 10^6.
     Nsga2 {
+        #[schemars(range(min = 2, max = MAX_POPULATION))]
         population: u32,
+        #[schemars(range(max = MAX_CANDIDATES))]
         generations: u32,
         /// Probability that a child is a crossover of two parents (then also mutated).
         #[serde(default = "default_crossover")]
+        #[schemars(range(min = 0, max = 1))]
         crossover_probability: f64,
         /// Add decode memory (KV cache + recurrent state) as a third objective.
         #[serde(default)]
@@ -201,9 +315,11 @@ pub enum Algorithm {
     },
     /// Uniform samples of the space: the baseline every search is judged against.
     Random {
+        #[schemars(range(min = 1, max = MAX_CANDIDATES))]
         candidates: u32,
         /// Candidates proposed (and in flight) at once.
         #[serde(default = "default_random_batch")]
+        #[schemars(range(min = 1, max = MAX_POPULATION))]
         batch: u32,
     },
 }
@@ -241,11 +357,13 @@ impl Algorithm {
 
 /// Successive halving: every candidate starts at `proxy.tokens / eta^(rungs-1)` tokens; after each
 /// rung the best `1/eta` (by perplexity) of a generation go on with `eta` times the budget.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Halving {
+    #[schemars(range(min = 1, max = 8))]
     pub rungs: u32,
     #[serde(default = "default_eta")]
+    #[schemars(range(min = 2, max = 16))]
     pub eta: u32,
 }
 
@@ -262,17 +380,18 @@ impl Halving {
 }
 
 /// A design to seed the first population with.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum SeedDesign {
     /// A preset name whose topology is a genome (`transformer-1b`, `tiny-hybrid`, ...).
-    Preset(String),
+    Preset(#[schemars(length(max = MAX_KEY_CHARS))] String),
     Genome(Genome),
 }
 
-/// Reasonable upper bounds: they catch typos (a population of 10^9) long before they cost money.
-const MAX_POPULATION: u32 = 10_000;
-const MAX_CANDIDATES: u64 = 1_000_000;
+/// Characters in `s`, counted no further than `max + 1`.
+fn chars_over(s: &str, max: usize) -> bool {
+    s.chars().nth(max).is_some()
+}
 
 impl SearchSpec {
     /// Parses JSON, naming the offending field on a type error or unknown name.
@@ -283,19 +402,31 @@ impl SearchSpec {
     /// Every problem with the spec, each under its field path.
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errs = ValidationErrors::new();
-        if self.name.trim().is_empty() {
-            errs.push("name", "must not be empty");
+        if let Some(problem) = text_problem(&self.name, MAX_NAME_CHARS, true) {
+            errs.push("name", problem);
         }
-        if let Err(e) = self.space.validate() {
-            errs.extend_under("space", e);
-        }
+        let space_ok = match self.space.validate() {
+            Ok(()) => true,
+            Err(e) => {
+                errs.extend_under("space", e);
+                false
+            }
+        };
         if let Err(e) = self.model.validate() {
             errs.extend_under("model", e);
-        } else if let Err(e) = self.space.check_model(&self.model) {
+        } else if space_ok && let Err(e) = self.space.check_model(&self.model) {
+            // Only within a valid space: its hidden sizes are then few (one problem each at most).
             errs.extend_under("model", e);
         }
-        if let Err(e) = self.target.deployment() {
+        if chars_over(&self.target.setting, MAX_KEY_CHARS) {
+            errs.push("target.setting", format!("must be at most {MAX_KEY_CHARS} characters"));
+        } else if let Err(e) = self.target.deployment() {
             errs.push("target.setting", e.reason);
+        }
+        if let Some(problem) =
+            self.target.device.as_deref().and_then(|d| text_problem(d, MAX_KEY_CHARS, false))
+        {
+            errs.push("target.device", problem);
         }
         if let Some(b) = self.target.latency_budget_ms
             && !(b.is_finite() && b > 0.0)
@@ -327,27 +458,41 @@ impl SearchSpec {
                 }
             }
         }
-        for (i, seed) in self.seeds.iter().enumerate() {
-            if let Err(e) = self.seed_genome(seed) {
-                errs.push(format!("seeds[{i}]"), e);
+        if self.seeds.len() > MAX_POPULATION as usize {
+            errs.push("seeds", format!("at most {MAX_POPULATION} seeds, got {}", self.seeds.len()));
+        } else {
+            for (i, seed) in self.seeds.iter().enumerate() {
+                if let Err(e) = self.seed_genome(seed) {
+                    errs.push(format!("seeds[{i}]"), e);
+                }
             }
         }
-        if !(1..=100).contains(&self.max_attempts) {
-            errs.push("max_attempts", format!("must be in 1..=100, got {}", self.max_attempts));
+        if !(1..=MAX_ATTEMPTS).contains(&self.max_attempts) {
+            errs.push("max_attempts", format!("must be in 1..={MAX_ATTEMPTS}, got {}", self.max_attempts));
         }
         errs.into_result(())
     }
 
     fn validate_proxy(&self, errs: &mut ValidationErrors) {
         let p = &self.proxy;
-        if p.seq_len == 0 || p.seq_len > 65_536 {
-            errs.push("proxy.seq_len", format!("must be in 1..=65536, got {}", p.seq_len));
+        if p.seq_len == 0 || p.seq_len > MAX_SEQ_LEN {
+            errs.push("proxy.seq_len", format!("must be in 1..={MAX_SEQ_LEN}, got {}", p.seq_len));
         }
-        if p.batch_size == 0 || p.batch_size > 4_096 {
-            errs.push("proxy.batch_size", format!("must be in 1..=4096, got {}", p.batch_size));
+        if p.batch_size == 0 || p.batch_size > MAX_BATCH_SIZE {
+            errs.push("proxy.batch_size", format!("must be in 1..={MAX_BATCH_SIZE}, got {}", p.batch_size));
         }
         let batch = u64::from(p.seq_len) * u64::from(p.batch_size);
-        if p.tokens < batch.max(1) {
+        if batch > MAX_BATCH_TOKENS {
+            errs.push(
+                "proxy.batch_size",
+                format!(
+                    "a batch of seq_len × batch_size = {batch} tokens is over the cap of {MAX_BATCH_TOKENS}"
+                ),
+            );
+        }
+        if p.tokens > MAX_PROXY_TOKENS {
+            errs.push("proxy.tokens", format!("must be at most {MAX_PROXY_TOKENS}, got {}", p.tokens));
+        } else if p.tokens < batch.max(1) {
             errs.push(
                 "proxy.tokens",
                 format!("must be at least one batch (seq_len × batch_size = {batch}), got {}", p.tokens),
@@ -364,23 +509,38 @@ impl SearchSpec {
                 "proxy.corpus",
                 "must name the training corpus as workers see it (a path, or synthetic:TASKS)",
             );
+        } else if let Some(problem) = text_problem(&p.corpus, MAX_CORPUS_CHARS, true) {
+            errs.push("proxy.corpus", problem);
         }
         if p.tokenizer != "bytes"
-            && !p.tokenizer.strip_prefix("bpe:").is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n >= 260))
+            && !p
+                .tokenizer
+                .strip_prefix("bpe:")
+                .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| (260..=MAX_BPE_VOCAB).contains(&n)))
         {
+            let shown: String = p.tokenizer.chars().take(40).collect();
             errs.push(
                 "proxy.tokenizer",
-                format!("must be `bytes` or `bpe:N` with N ≥ 260, got `{}`", p.tokenizer),
+                format!("must be `bytes` or `bpe:N` with 260 ≤ N ≤ {MAX_BPE_VOCAB}, got `{shown}`"),
             );
         }
-        if p.eval_tokens == Some(0) {
-            errs.push("proxy.eval_tokens", "must be at least 1 when given");
+        match p.eval_tokens {
+            Some(0) => errs.push("proxy.eval_tokens", "must be at least 1 when given"),
+            Some(n) if n > MAX_EVAL_TOKENS => {
+                errs.push("proxy.eval_tokens", format!("must be at most {MAX_EVAL_TOKENS}, got {n}"))
+            }
+            _ => {}
+        }
+        if let Some(m) = p.meta_tokens
+            && m > MAX_META_TOKENS
+        {
+            errs.push("proxy.meta_tokens", format!("must be at most {MAX_META_TOKENS}, got {m}"));
         }
     }
 
     fn validate_algorithm(&self, errs: &mut ValidationErrors) {
         match self.algorithm {
-            Algorithm::AgingEvolution { population, sample_size, per_cycle, cycles: _ } => {
+            Algorithm::AgingEvolution { population, sample_size, per_cycle, cycles } => {
                 if !(1..=MAX_POPULATION).contains(&population) {
                     errs.push(
                         "algorithm.population",
@@ -399,6 +559,9 @@ impl SearchSpec {
                         format!("must be in 1..={MAX_POPULATION}, got {per_cycle}"),
                     );
                 }
+                if u64::from(cycles) > MAX_CANDIDATES {
+                    errs.push("algorithm.cycles", format!("must be at most {MAX_CANDIDATES}, got {cycles}"));
+                }
                 if self.seeds.len() > population as usize {
                     errs.push(
                         "seeds",
@@ -406,11 +569,17 @@ impl SearchSpec {
                     );
                 }
             }
-            Algorithm::Nsga2 { population, generations: _, crossover_probability, memory_objective: _ } => {
+            Algorithm::Nsga2 { population, generations, crossover_probability, memory_objective: _ } => {
                 if !(2..=MAX_POPULATION).contains(&population) {
                     errs.push(
                         "algorithm.population",
                         format!("must be in 2..={MAX_POPULATION}, got {population}"),
+                    );
+                }
+                if u64::from(generations) > MAX_CANDIDATES {
+                    errs.push(
+                        "algorithm.generations",
+                        format!("must be at most {MAX_CANDIDATES}, got {generations}"),
                     );
                 }
                 if !(0.0..=1.0).contains(&crossover_probability) {
@@ -423,6 +592,11 @@ impl SearchSpec {
             Algorithm::Random { candidates, batch } => {
                 if candidates == 0 {
                     errs.push("algorithm.candidates", "must be at least 1");
+                } else if u64::from(candidates) > MAX_CANDIDATES {
+                    errs.push(
+                        "algorithm.candidates",
+                        format!("must be at most {MAX_CANDIDATES}, got {candidates}"),
+                    );
                 }
                 if !(1..=MAX_POPULATION).contains(&batch) {
                     errs.push("algorithm.batch", format!("must be in 1..={MAX_POPULATION}, got {batch}"));

@@ -1,20 +1,24 @@
 //! Requests and responses between the coordinator, workers and clients. Plain data, no logic.
 
+use schemars::JsonSchema;
 use search_space::Architecture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::spec::ProxyBudget;
+use crate::spec::{MAX_KEY_CHARS, NOT_BLANK, ProxyBudget, TEXT};
 
 /// A device as a worker describes it: the LUT's device key and what it is.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceInfo {
     /// Stable key of the (machine, accelerator, software stack): backend, device model, threads.
+    #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(NOT_BLANK))]
     pub fingerprint: String,
     /// For people, e.g. `cpu (flex, 2 threads)` or `NVIDIA H200`.
+    #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub name: String,
     /// `cpu` or `cuda`.
+    #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub kind: String,
     /// Anything else worth keeping (memory, driver, thread count).
     #[serde(default)]
@@ -22,16 +26,18 @@ pub struct DeviceInfo {
 }
 
 /// `POST /api/v1/workers/register`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterWorker {
     /// A stable id chosen by the worker (hostname plus a suffix); re-registering updates it.
+    #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(NOT_BLANK))]
     pub worker_id: String,
+    #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub hostname: String,
     pub device: DeviceInfo,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Registered {
     pub worker_id: String,
     /// How long a lease lasts without a heartbeat.
@@ -42,9 +48,10 @@ pub struct Registered {
 
 /// `POST /api/v1/workers/lease`: answered 200 with a [`LeaseGrant`], or 204 when nothing was
 /// queued within `wait_ms`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
+    #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(NOT_BLANK))]
     pub worker_id: String,
     /// Long-poll: wait up to this long for a trial (capped by the coordinator).
     #[serde(default)]
@@ -52,7 +59,7 @@ pub struct LeaseRequest {
 }
 
 /// A trial handed to a worker.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct LeaseGrant {
     pub trial_id: i64,
     pub search_id: i64,
@@ -65,7 +72,7 @@ pub struct LeaseGrant {
 }
 
 /// What to train.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TrialJob {
     /// The candidate at its chosen width.
     pub architecture: Architecture,
@@ -79,7 +86,7 @@ pub struct TrialJob {
 }
 
 /// Progress of a running trial, sent with heartbeats.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TrialProgress {
     pub step: u64,
     pub steps: u64,
@@ -89,7 +96,7 @@ pub struct TrialProgress {
 }
 
 /// `POST /api/v1/trials/{id}/heartbeat`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub lease_token: String,
@@ -99,15 +106,16 @@ pub struct Heartbeat {
 
 /// The answer to a heartbeat: the lease's new expiry. Cancelling a search revokes its leases, so a
 /// worker learns of it as a 409 on its next heartbeat, the same answer as for any lost lease.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct HeartbeatAck {
     pub lease_expires_at_ms: i64,
 }
 
 /// What a finished proxy training measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TrialMetrics {
     /// `completed` or `diverged`.
+    #[schemars(extend("enum" = ["completed", "diverged"]))]
     pub outcome: String,
     pub val_loss: f64,
     pub ppl: f64,
@@ -123,6 +131,7 @@ pub struct TrialMetrics {
     pub loss_curve: Vec<(u64, f64)>,
     /// Measured end-to-end decode latency at the target setting, when the job asked for it.
     #[serde(default)]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub measured_latency_ms: Option<f64>,
     /// Per-task accuracy on synthetic corpora.
     #[serde(default)]
@@ -132,7 +141,7 @@ pub struct TrialMetrics {
 }
 
 /// `POST /api/v1/trials/{id}/complete`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteTrial {
     pub lease_token: String,
@@ -140,7 +149,7 @@ pub struct CompleteTrial {
 }
 
 /// `POST /api/v1/trials/{id}/fail`: the worker could not train the trial.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailTrial {
     pub lease_token: String,
@@ -156,7 +165,7 @@ fn yes() -> bool {
 }
 
 /// Every 4xx/5xx body.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     pub error: String,
     /// Field path → problem, for validation errors.
@@ -165,7 +174,7 @@ pub struct ErrorBody {
 }
 
 /// One field's problem in an [`ErrorBody`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FieldProblem {
     pub path: String,
     pub message: String,

@@ -304,16 +304,17 @@ fn new_candidate(
     feasible: bool,
 ) -> NewCandidate {
     let memory = model.decode_memory(u64::from(setting.batch_size), setting.context_tokens(), setting.dtype);
-    let weights = model.params().total * setting.dtype.bytes();
+    let params = model.params().total;
+    let weights = params.saturating_mul(setting.dtype.bytes());
     NewCandidate {
         arch_hash: model.canonical_hash().0,
         architecture: serde_json::to_value(arch).unwrap_or_default(),
         parent_id: None,
         mutation: None,
         hidden_size: i64::from(model.hidden_size),
-        params: model.params().total as i64,
+        params: i64::try_from(params).unwrap_or(i64::MAX),
         est_latency_ms,
-        memory_bytes: (memory.total_bytes + weights) as i64,
+        memory_bytes: i64::try_from(memory.total_bytes.saturating_add(weights)).unwrap_or(i64::MAX),
         feasible,
     }
 }

@@ -10,6 +10,14 @@
 //! 64-bit, timestamps are milliseconds since the Unix epoch (`*_ms`), JSON is text.
 //! [`Store::connect`] runs the migrations of `migrations/<backend>/` before returning.
 //!
+//! ## Nullable reals
+//!
+//! Statements that bind an `Option<f64>` are not kept prepared (`.persistent(false)`). sqlx 0.8's
+//! `Any` driver sends a missing `f64` as a `real` (float4) NULL; a Postgres statement prepared with
+//! one keeps that parameter type, and a later `f64` on the same connection is refused ("incorrect
+//! binary data format"): one diverged result would make the next completed one fail. Prepared
+//! afresh, every parameter is typed by the value it is given.
+//!
 //! # The trial queue
 //!
 //! Trials move `queued → leased → done | diverged`, or `leased → failed` once their attempts are
@@ -31,6 +39,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::{AnyPoolOptions, AnyRow};
@@ -81,7 +90,7 @@ pub enum StoreError {
 }
 
 /// The database behind a [`Store`], chosen from the URL scheme.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     Sqlite,
@@ -127,7 +136,7 @@ impl Default for StoreOptions {
 }
 
 /// State of a trial in the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TrialState {
     Queued,
@@ -174,7 +183,7 @@ pub struct NewDevice {
     pub info: Value,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct DeviceRow {
     pub fingerprint: String,
     pub name: String,
@@ -195,7 +204,7 @@ pub struct NewLutEntry {
     pub repeats: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct LutEntryRow {
     pub device: String,
     pub setting_key: String,
@@ -238,7 +247,7 @@ pub struct NewCandidate {
 }
 
 /// What a candidate's trials have established so far.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CandidateStatus {
     /// Queued or training; no result yet at any rung.
@@ -307,7 +316,7 @@ pub struct CandidateRow {
     pub updated_at_ms: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct TrialRow {
     pub id: i64,
     pub search_id: i64,
@@ -327,6 +336,7 @@ pub struct TrialRow {
     pub lease_expires_at_ms: Option<i64>,
     pub val_loss: Option<f64>,
     pub ppl: Option<f64>,
+    /// The worker's report: its metrics, or its error for a failed trial.
     pub result: Option<Value>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
@@ -356,7 +366,7 @@ pub struct TrialResult {
     pub measured_latency_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct TrialEventRow {
     pub id: i64,
     pub trial_id: i64,
@@ -748,6 +758,7 @@ impl Store {
         .bind(now_ms)
         .bind(trial_id)
         .bind(lease_token)
+        .persistent(false) // binds a nullable real (module doc, "Nullable reals")
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
@@ -775,6 +786,7 @@ impl Store {
         .bind(result.measured_latency_ms)
         .bind(now_ms)
         .bind(trial.candidate_id)
+        .persistent(false) // binds nullable reals (module doc, "Nullable reals")
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -906,6 +918,7 @@ async fn insert_candidate_in(
     .bind(status.as_str())
     .bind(candidate.memory_bytes)
     .bind(i64::from(candidate.feasible))
+    .persistent(false) // binds a nullable real (module doc, "Nullable reals")
     .fetch_optional(&mut **tx)
     .await?;
     if let Some(row) = inserted {
@@ -1054,7 +1067,7 @@ pub struct LeaderboardQuery {
 }
 
 /// Counts of a search's trials and candidates by state.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 pub struct SearchProgress {
     pub trials: std::collections::BTreeMap<String, i64>,
     pub candidates: std::collections::BTreeMap<String, i64>,

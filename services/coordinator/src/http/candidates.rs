@@ -3,17 +3,57 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::auth::Reader;
-use super::searches::entry;
-use super::{ApiError, AppState};
-use crate::store::CandidateRow;
+use super::searches::{Entry, entry};
+use super::{ApiError, AppState, PathParam};
+use crate::store::{CandidateRow, TrialEventRow, TrialRow};
+
+/// One layer of a candidate's expanded model.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LayerView {
+    /// Operator code (`A`, `M2`, `D`, `GD`, `F`).
+    pub kind: String,
+    pub params: u64,
+    pub spec: search_space::LayerSpec,
+}
+
+/// An ancestor of a candidate.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LineageStep {
+    pub id: i64,
+    pub ppl: Option<f64>,
+    pub mutation: Option<String>,
+}
+
+/// Everything about one candidate.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct CandidateDetail {
+    pub candidate: Entry,
+    pub search_id: i64,
+    #[schemars(with = "search_space::Architecture")]
+    pub architecture: Value,
+    pub layers: Vec<LayerView>,
+    /// The latest result's metrics.
+    #[schemars(with = "Option<api::TrialMetrics>")]
+    pub metrics: Option<Value>,
+    /// (step, loss) pairs of the latest result's training.
+    #[schemars(with = "Option<Vec<(u64, f64)>>")]
+    pub loss_curve: Value,
+    pub error: Option<String>,
+    /// Parent first, then its parent, and so on.
+    pub lineage: Vec<LineageStep>,
+    pub trials: Vec<TrialRow>,
+    /// What happened to each trial, oldest first (progress reports left out).
+    pub history: Vec<TrialEventRow>,
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -33,16 +73,20 @@ async fn get_row(state: &AppState, id: i64) -> Result<CandidateRow, ApiError> {
 async fn show(
     _: Reader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+    PathParam(id): PathParam<i64>,
+) -> Result<Json<CandidateDetail>, ApiError> {
     let c = get_row(&state, id).await?;
     let arch: search_space::Architecture = serde_json::from_value(c.architecture.clone())
         .map_err(|e| ApiError::Internal(format!("stored architecture does not parse: {e}")))?;
-    let layers: Vec<Value> = match arch.expand() {
+    let layers: Vec<LayerView> = match arch.expand() {
         Ok(model) => model
             .layers
             .iter()
-            .map(|l| json!({ "kind": l.kind().code(), "params": l.params(model.hidden_size), "spec": l }))
+            .map(|l| LayerView {
+                kind: l.kind().code().to_owned(),
+                params: l.params(model.hidden_size),
+                spec: l.clone(),
+            })
             .collect(),
         Err(_) => Vec::new(),
     };
@@ -57,23 +101,23 @@ async fn show(
             break;
         };
         parent = p.parent_id;
-        lineage.push(json!({ "id": p.id, "ppl": p.ppl, "mutation": p.mutation }));
+        lineage.push(LineageStep { id: p.id, ppl: p.ppl, mutation: p.mutation });
     }
     let trials = state.store.candidate_trials(id).await?;
     let history = state.store.candidate_history(id, HISTORY_LIMIT).await?;
     let loss_curve = c.metrics.as_ref().and_then(|m| m.get("loss_curve")).cloned().unwrap_or(Value::Null);
-    Ok(Json(json!({
-        "candidate": entry(&c),
-        "search_id": c.search_id,
-        "architecture": c.architecture,
-        "layers": layers,
-        "metrics": c.metrics,
-        "loss_curve": loss_curve,
-        "error": c.error,
-        "lineage": lineage,
-        "trials": trials,
-        "history": history,
-    })))
+    Ok(Json(CandidateDetail {
+        candidate: entry(&c),
+        search_id: c.search_id,
+        architecture: c.architecture,
+        layers,
+        metrics: c.metrics,
+        loss_curve,
+        error: c.error,
+        lineage,
+        trials,
+        history,
+    }))
 }
 
 /// The most trial events a candidate's detail lists (attempts are bounded by `max_attempts`, so
@@ -132,7 +176,7 @@ fn download(c: &CandidateRow, format: &str) -> Result<Response, ApiError> {
 async fn export(
     _: Reader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     params: Result<Query<ExportParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let c = get_row(&state, id).await?;
@@ -156,7 +200,7 @@ pub async fn best_candidate(state: &AppState, search_id: i64) -> Result<Candidat
 async fn export_best(
     _: Reader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     params: Result<Query<ExportParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let c = best_candidate(&state, id).await?;

@@ -3,14 +3,46 @@
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::routing::get;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
 use super::auth::{Reader, WorkerAuth};
-use super::{ApiError, AppState, JsonBody};
-use crate::store::NewLutEntry;
+use super::{ApiError, AppState, JsonBody, PathParam};
+use crate::store::{DeviceRow, LutEntryRow, NewLutEntry};
+
+/// A registered worker.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct WorkerView {
+    pub id: String,
+    /// Its device's fingerprint.
+    pub device: String,
+    pub hostname: String,
+    pub last_seen_at_ms: i64,
+}
+
+/// Devices and the workers on them.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeviceList {
+    pub devices: Vec<DeviceRow>,
+    pub workers: Vec<WorkerView>,
+}
+
+/// A device's latency entries at one setting.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LutTable {
+    pub device: String,
+    /// The setting's canonical key.
+    pub setting: String,
+    pub entries: Vec<LutEntryRow>,
+}
+
+/// How many entries an upload stored.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LutStored {
+    pub stored: usize,
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -18,16 +50,14 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/devices/{fingerprint}/lut", get(entries).post(upload))
 }
 
-async fn list(_: Reader, State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn list(_: Reader, State(state): State<AppState>) -> Result<Json<DeviceList>, ApiError> {
     let devices = state.store.list_devices().await?;
     let workers = state.store.list_workers().await?;
-    let workers: Vec<Value> = workers
+    let workers = workers
         .into_iter()
-        .map(|(id, device, hostname, last_seen_at_ms)| {
-            json!({ "id": id, "device": device, "hostname": hostname, "last_seen_at_ms": last_seen_at_ms })
-        })
+        .map(|(id, device, hostname, last_seen_at_ms)| WorkerView { id, device, hostname, last_seen_at_ms })
         .collect();
-    Ok(Json(json!({ "devices": devices, "workers": workers })))
+    Ok(Json(DeviceList { devices, workers }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,13 +66,25 @@ pub struct SettingParam {
     pub setting: String,
 }
 
+/// A fingerprint from the path: one with a NUL cannot name a device (and cannot be looked up).
+fn check_fingerprint(fingerprint: &str) -> Result<(), ApiError> {
+    match api::spec::text_problem(fingerprint, api::spec::MAX_KEY_CHARS, true) {
+        Some(problem) => Err(ApiError::BadRequest(format!("fingerprint: {problem}"))),
+        None => Ok(()),
+    }
+}
+
 async fn entries(
     _: Reader,
     State(state): State<AppState>,
-    Path(fingerprint): Path<String>,
+    PathParam(fingerprint): PathParam<String>,
     params: Result<Query<SettingParam>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LutTable>, ApiError> {
+    check_fingerprint(&fingerprint)?;
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    if let Some(problem) = api::spec::text_problem(&params.setting, api::spec::MAX_KEY_CHARS, true) {
+        return Err(ApiError::BadRequest(format!("setting: {problem}")));
+    }
     let setting: lut::DeploymentSetting = params
         .setting
         .parse()
@@ -51,33 +93,51 @@ async fn entries(
         return Err(ApiError::NotFound(format!("device `{fingerprint}` is not known")));
     }
     let rows = state.store.lut_entries(&fingerprint, &setting.key()).await?;
-    Ok(Json(json!({ "device": fingerprint, "setting": setting.key(), "entries": rows })))
+    Ok(Json(LutTable { device: fingerprint, setting: setting.key(), entries: rows }))
 }
 
-/// One uploaded measurement.
-#[derive(Debug, Deserialize)]
+/// One uploaded measurement; `p10_ms ≤ median_ms ≤ p90_ms`.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UploadedEntry {
+    /// A deployment setting, e.g. `batch=1,prompt=128,gen=1024`.
+    #[schemars(length(min = 1, max = api::spec::MAX_KEY_CHARS))]
     pub setting_key: String,
+    /// The operator shape the latency was measured for.
+    #[schemars(length(min = 1, max = api::spec::MAX_KEY_CHARS), pattern(api::spec::NOT_BLANK))]
     pub op_key: String,
+    #[schemars(range(min = 0))]
     pub median_ms: f64,
+    #[schemars(range(min = 0))]
     pub p10_ms: f64,
+    #[schemars(range(min = 0))]
     pub p90_ms: f64,
+    #[schemars(range(min = 1))]
     pub repeats: i64,
 }
 
 async fn upload(
     _: WorkerAuth,
     State(state): State<AppState>,
-    Path(fingerprint): Path<String>,
+    PathParam(fingerprint): PathParam<String>,
     JsonBody(entries): JsonBody<Vec<UploadedEntry>>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LutStored>, ApiError> {
+    check_fingerprint(&fingerprint)?;
     if state.store.get_device(&fingerprint).await?.is_none() {
         return Err(ApiError::NotFound(format!(
             "device `{fingerprint}` is not registered; register a worker on it first"
         )));
     }
     for (i, e) in entries.iter().enumerate() {
+        if let Some(problem) = api::spec::text_problem(&e.op_key, api::spec::MAX_KEY_CHARS, true) {
+            return Err(ApiError::field(format!("[{i}].op_key"), problem));
+        }
+        if e.setting_key.chars().nth(api::spec::MAX_KEY_CHARS).is_some() {
+            return Err(ApiError::field(
+                format!("[{i}].setting_key"),
+                format!("must be at most {} characters", api::spec::MAX_KEY_CHARS),
+            ));
+        }
         if let Err(err) = e.setting_key.parse::<lut::DeploymentSetting>() {
             return Err(ApiError::field(format!("[{i}].setting_key"), err.reason));
         }
@@ -106,5 +166,5 @@ async fn upload(
         .collect();
     // All or none: a table is never left half-uploaded.
     state.store.put_lut_entries(&rows).await?;
-    Ok(Json(json!({ "stored": entries.len() })))
+    Ok(Json(LutStored { stored: entries.len() }))
 }

@@ -139,6 +139,7 @@ pub fn app(state: AppState) -> Router {
         .merge(devices::router())
         .merge(ops::router())
         .merge(crate::ui::router())
+        .fallback(no_such_route)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), count_requests))
         .with_state(state)
@@ -151,6 +152,35 @@ async fn count_requests(
 ) -> axum::response::Response {
     Metrics::add(&state.metrics.requests, 1);
     next.run(request).await
+}
+
+/// Any path no route serves: a 404 with the usual JSON error body.
+async fn no_such_route(uri: axum::http::Uri) -> ApiError {
+    let path: String = uri.path().chars().take(200).collect();
+    ApiError::NotFound(format!("no such route: {path}"))
+}
+
+/// A path parameter (`{id}`, `{fingerprint}`) that answers a JSON 400 naming the parameter when
+/// it does not parse, e.g. an id that is not a 64-bit integer.
+#[derive(Debug)]
+pub struct PathParam<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for PathParam<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(PathParam(value)),
+            Err(e) => Err(ApiError::BadRequest(format!("path: {}", e.body_text()))),
+        }
+    }
 }
 
 /// A JSON body parsed with field-path errors: 400 when it is not JSON, 422 when a field is wrong,
@@ -174,21 +204,43 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 }
 
 /// Parses a JSON body, telling syntax errors (400) from field errors (422).
+///
+/// JSON has one number type: `5.0` is the integer 5 to a JSON Schema (and to most clients), so a
+/// number with no fractional part is read as an integer wherever the field is one.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    integral_floats_to_integers(&mut value);
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Syntax
-            | serde_json::error::Category::Eof
-            | serde_json::error::Category::Io => ApiError::MalformedJson(inner.to_string()),
-            serde_json::error::Category::Data => {
-                let path = if path == "." || path == "?" { "(body)".to_owned() } else { path };
-                ApiError::field(path, inner.to_string())
-            }
-        }
+        let path = if path == "." || path == "?" { "(body)".to_owned() } else { path };
+        ApiError::field(path, e.into_inner().to_string())
     })
+}
+
+/// Rewrites every float with no fractional part that fits a 64-bit integer as that integer.
+/// Float fields read integers unchanged, so only integer fields see a difference.
+fn integral_floats_to_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    // An explicit stack: nesting depth is bounded by the parser (128), but recursion is not needed.
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Number(n) => {
+                if let Some(f) = n.as_f64().filter(|f| n.is_f64() && f.fract() == 0.0) {
+                    // 2^64 and -2^63 are exact as f64; the casts below are exact inside them.
+                    if (0.0..18_446_744_073_709_551_616.0).contains(&f) {
+                        *n = serde_json::Number::from(f as u64);
+                    } else if (-9_223_372_036_854_775_808.0..0.0).contains(&f) {
+                        *n = serde_json::Number::from(f as i64);
+                    }
+                }
+            }
+            Value::Array(items) => stack.extend(items.iter_mut()),
+            Value::Object(map) => stack.extend(map.values_mut()),
+            Value::Null | Value::Bool(_) | Value::String(_) => {}
+        }
+    }
 }
 
 /// Wall clock in milliseconds since the Unix epoch.

@@ -8,7 +8,26 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use serde_json::{Value, json};
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::store::Backend;
+
+/// The liveness answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Health {
+    #[schemars(extend("const" = "ok"))]
+    pub status: &'static str,
+}
+
+/// The readiness answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Ready {
+    #[schemars(extend("const" = "ready"))]
+    pub status: &'static str,
+    pub backend: Backend,
+}
 
 use super::{ApiError, AppState};
 
@@ -20,13 +39,13 @@ pub fn router() -> Router<AppState> {
         .route("/api/openapi.json", get(openapi))
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     state.store.ping().await.map_err(ApiError::Unavailable)?;
-    Ok(Json(json!({ "status": "ready", "backend": state.store.backend() })))
+    Ok(Json(Ready { status: "ready", backend: state.store.backend() }))
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {

@@ -2,15 +2,16 @@
 
 use api::SearchSpec;
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Router, response::IntoResponse};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::auth::{Admin, Reader};
-use super::{ApiError, AppState, JsonBody, Metrics};
+use super::{ApiError, AppState, JsonBody, Metrics, PathParam};
 use crate::pareto;
 use crate::store::{CandidateRow, CursorValue, LeaderboardQuery, SearchRow, SortKey};
 
@@ -24,16 +25,22 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A search as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct SearchView {
     pub id: i64,
     pub name: String,
+    #[schemars(extend("enum" = ["pending", "running", "completed", "cancelled", "failed"]))]
     pub status: String,
+    /// The algorithm's `kind`.
+    #[schemars(extend("enum" = ["aging_evolution", "nsga2", "random"]))]
     pub algorithm: String,
+    /// Why the search failed.
     pub error: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub progress: crate::store::SearchProgress,
+    /// The spec as stored, defaults filled in.
+    #[schemars(with = "SearchSpec")]
     pub spec: Value,
 }
 
@@ -117,7 +124,7 @@ async fn get_row(state: &AppState, id: i64) -> Result<SearchRow, ApiError> {
 async fn show(
     _: Reader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
 ) -> Result<Json<SearchView>, ApiError> {
     let row = get_row(&state, id).await?;
     Ok(Json(view(&state, row).await?))
@@ -126,7 +133,7 @@ async fn show(
 async fn cancel(
     _: Admin,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
 ) -> Result<Json<SearchView>, ApiError> {
     let row = get_row(&state, id).await?;
     if !state.store.cancel_search(id).await? {
@@ -153,7 +160,7 @@ pub struct LeaderboardParams {
 }
 
 /// One leaderboard row.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, JsonSchema)]
 pub struct Entry {
     pub id: i64,
     pub arch_hash: String,
@@ -172,7 +179,33 @@ pub struct Entry {
     pub status: crate::store::CandidateStatus,
     pub parent_id: Option<i64>,
     pub mutation: Option<String>,
+    /// Per-task accuracy on synthetic corpora.
     pub accuracy: Option<Value>,
+}
+
+/// One page of a leaderboard.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LeaderboardPage {
+    pub items: Vec<Entry>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A scored candidate in the perplexity × latency plane.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ParetoPoint {
+    pub id: i64,
+    pub ppl: f64,
+    pub latency_ms: f64,
+    pub feasible: bool,
+}
+
+/// The Pareto front of a search and every scored point.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ParetoView {
+    pub latency_budget_ms: Option<f64>,
+    pub front: Vec<Entry>,
+    pub points: Vec<ParetoPoint>,
 }
 
 pub fn entry(c: &CandidateRow) -> Entry {
@@ -241,23 +274,23 @@ pub fn next_cursor(rows: &[CandidateRow], query: &LeaderboardQuery) -> Option<St
 async fn leaderboard(
     _: Reader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     params: Result<Query<LeaderboardParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LeaderboardPage>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let query = leaderboard_query(&params)?;
     get_row(&state, id).await?;
     let rows = state.store.leaderboard(id, &query).await?;
     let next_cursor = next_cursor(&rows, &query);
     let items: Vec<Entry> = rows.iter().map(entry).collect();
-    Ok(Json(json!({ "items": items, "next_cursor": next_cursor })))
+    Ok(Json(LeaderboardPage { items, next_cursor }))
 }
 
 async fn pareto_front(
     _: Reader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
-) -> Result<Json<Value>, ApiError> {
+    PathParam(id): PathParam<i64>,
+) -> Result<Json<ParetoView>, ApiError> {
     let row = get_row(&state, id).await?;
     let budget = row.spec.pointer("/target/latency_budget_ms").and_then(Value::as_f64);
     // Points from the narrow plot read; full rows only for the (few) front members.
@@ -268,10 +301,12 @@ async fn pareto_front(
             front.push(entry(&c));
         }
     }
-    let points: Vec<Value> = all
+    let points = all
         .iter()
-        .filter(|c| c.ppl.is_some() && c.est_latency_ms.is_some())
-        .map(|c| json!({ "id": c.id, "ppl": c.ppl, "latency_ms": c.est_latency_ms, "feasible": c.feasible }))
+        .filter_map(|c| {
+            let (ppl, latency_ms) = (c.ppl?, c.est_latency_ms?);
+            Some(ParetoPoint { id: c.id, ppl, latency_ms, feasible: c.feasible })
+        })
         .collect();
-    Ok(Json(json!({ "latency_budget_ms": budget, "front": front, "points": points })))
+    Ok(Json(ParetoView { latency_budget_ms: budget, front, points }))
 }

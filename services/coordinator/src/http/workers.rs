@@ -3,21 +3,30 @@
 
 use std::time::{Duration, Instant};
 
+use api::spec::{MAX_KEY_CHARS, text_problem};
 use api::{
     CompleteTrial, FailTrial, Heartbeat, HeartbeatAck, LeaseGrant, LeaseRequest, RegisterWorker, Registered,
     SearchSpec, TrialJob,
 };
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde_json::json;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use super::auth::WorkerAuth;
-use super::{ApiError, AppState, JsonBody, Metrics, now_ms};
-use crate::store::{Lease, NewDevice, TrialResult};
+use super::{ApiError, AppState, JsonBody, Metrics, PathParam, now_ms};
+use crate::store::{Lease, NewDevice, TrialResult, TrialState};
+
+/// A trial's state after a result or a failure was recorded.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TrialAck {
+    pub trial_id: i64,
+    pub state: TrialState,
+}
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -28,11 +37,20 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/trials/{id}/fail", post(fail))
 }
 
+/// An id or key: not blank, at most [`MAX_KEY_CHARS`] characters, no NUL.
 fn check_id(path: &str, value: &str) -> Result<(), ApiError> {
-    if value.trim().is_empty() || value.len() > 200 {
-        return Err(ApiError::field(path, "must be 1 to 200 characters"));
-    }
-    Ok(())
+    text_problem(value, MAX_KEY_CHARS, true).map_or(Ok(()), |problem| Err(ApiError::field(path, problem)))
+}
+
+/// A free-text field: at most [`MAX_KEY_CHARS`] characters, no NUL.
+fn check_text(path: &str, value: &str) -> Result<(), ApiError> {
+    text_problem(value, MAX_KEY_CHARS, false).map_or(Ok(()), |problem| Err(ApiError::field(path, problem)))
+}
+
+/// A lease token no lease can have (one with a NUL, which the store cannot even compare), so the
+/// call is stale without asking the store.
+fn impossible_token(token: &str) -> bool {
+    token.contains('\0')
 }
 
 async fn register(
@@ -41,7 +59,10 @@ async fn register(
     JsonBody(req): JsonBody<RegisterWorker>,
 ) -> Result<Json<Registered>, ApiError> {
     check_id("worker_id", &req.worker_id)?;
+    check_text("hostname", &req.hostname)?;
     check_id("device.fingerprint", &req.device.fingerprint)?;
+    check_text("device.name", &req.device.name)?;
+    check_text("device.kind", &req.device.kind)?;
     let device = NewDevice {
         fingerprint: req.device.fingerprint.clone(),
         name: req.device.name.clone(),
@@ -130,12 +151,17 @@ async fn grant(state: &AppState, lease: Lease) -> Result<LeaseGrant, ApiError> {
 async fn heartbeat(
     _: WorkerAuth,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     JsonBody(req): JsonBody<Heartbeat>,
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     let now = now_ms();
     let ttl_ms = state.config.lease_ttl.as_millis() as i64;
-    let expires = match state.store.heartbeat(id, &req.lease_token, now, ttl_ms).await {
+    let held = if impossible_token(&req.lease_token) {
+        Err(crate::store::StoreError::StaleLease { trial_id: id })
+    } else {
+        state.store.heartbeat(id, &req.lease_token, now, ttl_ms).await
+    };
+    let expires = match held {
         Ok(e) => e,
         Err(e) => return Err(stale_or(&state, id, e).await),
     };
@@ -161,9 +187,9 @@ async fn stale_or(state: &AppState, id: i64, e: crate::store::StoreError) -> Api
 async fn complete(
     _: WorkerAuth,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     JsonBody(req): JsonBody<CompleteTrial>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TrialAck>, ApiError> {
     let m = &req.metrics;
     if m.outcome != "completed" && m.outcome != "diverged" {
         return Err(ApiError::field(
@@ -184,28 +210,41 @@ async fn complete(
         result_json: serde_json::to_value(m).unwrap_or_default(),
         measured_latency_ms: m.measured_latency_ms,
     };
-    let trial = match state.store.complete_trial(id, &req.lease_token, &result, now_ms()).await {
+    let done = if impossible_token(&req.lease_token) {
+        Err(crate::store::StoreError::StaleLease { trial_id: id })
+    } else {
+        state.store.complete_trial(id, &req.lease_token, &result, now_ms()).await
+    };
+    let trial = match done {
         Ok(t) => t,
         Err(e) => return Err(stale_or(&state, id, e).await),
     };
     Metrics::add(&state.metrics.trials_completed, 1);
     state.search_changed.notify_one();
-    Ok(Json(json!({ "trial_id": trial.id, "state": trial.state })))
+    Ok(Json(TrialAck { trial_id: trial.id, state: trial.state }))
 }
 
 async fn fail(
     _: WorkerAuth,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    PathParam(id): PathParam<i64>,
     JsonBody(req): JsonBody<FailTrial>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let error: String = req.error.chars().take(4000).collect();
-    let trial = match state.store.fail_trial(id, &req.lease_token, &error, req.retryable, now_ms()).await {
+) -> Result<Json<TrialAck>, ApiError> {
+    // Kept for people to read: at most 4000 characters, NUL (which Postgres text cannot hold) shown
+    // as U+FFFD.
+    let error: String =
+        req.error.chars().take(4000).map(|c| if c == '\0' { '\u{FFFD}' } else { c }).collect();
+    let failed = if impossible_token(&req.lease_token) {
+        Err(crate::store::StoreError::StaleLease { trial_id: id })
+    } else {
+        state.store.fail_trial(id, &req.lease_token, &error, req.retryable, now_ms()).await
+    };
+    let trial = match failed {
         Ok(t) => t,
         Err(e) => return Err(stale_or(&state, id, e).await),
     };
     Metrics::add(&state.metrics.trials_failed, 1);
     state.work_queued.notify_waiters();
     state.search_changed.notify_one();
-    Ok(Json(json!({ "trial_id": trial.id, "state": trial.state })))
+    Ok(Json(TrialAck { trial_id: trial.id, state: trial.state }))
 }

@@ -1,6 +1,7 @@
 //! The HTTP API, driven in-process through `app(state).oneshot(...)` against a real store (a
 //! SQLite file, or a fresh Postgres database): auth, validation, the worker protocol and its
-//! fencing, searches run to completion by simulated workers, and a restart mid-search.
+//! fencing, searches run to completion by simulated workers, a restart mid-search, and who may do
+//! what (tokens, lease tokens, body and size limits).
 
 #![allow(
     clippy::unwrap_used,
@@ -14,6 +15,7 @@ mod helpers;
 mod protocol;
 mod requests;
 mod searches;
+mod security;
 
 on_both_backends! {
     requests::mutating_search_endpoints_need_the_admin_token,
@@ -26,14 +28,23 @@ on_both_backends! {
     requests::bad_leaderboard_parameters_name_the_parameter,
     requests::every_documented_operation_is_served,
     requests::health_readiness_and_metrics_answer,
+    requests::a_number_without_a_fraction_is_read_as_an_integer,
     protocol::a_worker_leases_trains_and_reports_through_the_api,
     protocol::a_stale_lease_token_is_refused_and_the_fresh_result_kept,
     protocol::an_unregistered_worker_is_told_to_register,
     protocol::reads_can_be_protected,
     protocol::a_worker_uploads_a_latency_table_all_or_nothing,
+    protocol::a_diverged_result_does_not_break_the_next_result_on_the_same_connection,
     searches::aging_evolution_runs_to_completion_with_every_candidate_once,
     searches::random_search_with_halving_promotes_the_top_third,
     searches::nsga2_search_reports_a_pareto_front,
     searches::a_search_resumes_after_the_coordinator_restarts,
     searches::cancelling_a_search_revokes_its_running_leases,
+    security::every_mutating_operation_refuses_a_missing_unknown_or_wrong_token,
+    security::a_worker_token_cannot_create_or_cancel_searches,
+    security::the_admin_token_cannot_act_as_a_worker,
+    security::a_lease_token_the_worker_did_not_receive_cannot_finish_a_trial,
+    security::every_body_over_the_limit_is_413,
+    security::absurd_sizes_are_refused_naming_the_field_before_anything_is_allocated,
+    security::text_with_a_nul_character_is_refused_never_an_internal_error,
 }

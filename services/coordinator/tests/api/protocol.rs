@@ -163,3 +163,25 @@ pub async fn a_worker_uploads_a_latency_table_all_or_nothing(db: TestDb) {
     let (status, _) = post(&router, "/api/v1/devices/unknown/lut", WORKER, &good).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+pub async fn a_diverged_result_does_not_break_the_next_result_on_the_same_connection(db: TestDb) {
+    // One connection, so both results go through the same prepared statements.
+    let options = coordinator::store::StoreOptions { max_connections: 1, ..Default::default() };
+    let store = coordinator::store::Store::connect_with(&db.url, &options).await.unwrap();
+    let (router, _) = api(&store);
+    post(&router, "/api/v1/searches", ADMIN, &spec(aging(2, 1, 1))).await;
+    register(&router, "w1").await;
+    let first = lease(&router, "w1").await.expect("a first trial");
+    let second = lease(&router, "w1").await.expect("a second trial");
+    let mut diverged = metrics(1.0);
+    diverged["outcome"] = json!("diverged");
+    let body = json!({ "lease_token": first["lease_token"], "metrics": diverged });
+    let (status, r) =
+        post(&router, &format!("/api/v1/trials/{}/complete", first["trial_id"]), WORKER, &body).await;
+    assert_eq!((status, r["state"].as_str()), (StatusCode::OK, Some("diverged")), "{r}");
+    let (status, r) = complete(&router, &second, 6.0).await;
+    assert_eq!((status, r["state"].as_str()), (StatusCode::OK, Some("done")), "{r}");
+    let trial = store.get_trial(second["trial_id"].as_i64().unwrap()).await.unwrap().unwrap();
+    assert_eq!(trial.ppl, Some(6.0));
+    store.close().await;
+}

@@ -317,3 +317,18 @@ pub async fn health_readiness_and_metrics_answer(db: TestDb) {
     assert!(text.contains("frontier_searches_created_total 1"), "{text}");
     assert!(text.contains("frontier_trials_queued 4"), "{text}");
 }
+
+pub async fn a_number_without_a_fraction_is_read_as_an_integer(db: TestDb) {
+    let (router, _) = api(&db.store);
+    let mut s = spec(aging(4, 2, 1));
+    s["proxy"]["tokens"] = json!(4096.0);
+    s["seed"] = json!(1_929_077_301_673_893.0);
+    let (status, created) = post(&router, "/api/v1/searches", ADMIN, &s).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(created["spec"]["proxy"]["tokens"], 4096);
+    assert_eq!(created["spec"]["seed"], 1_929_077_301_673_893u64);
+    s["proxy"]["tokens"] = json!(4096.5);
+    let (status, err) = post(&router, "/api/v1/searches", ADMIN, &s).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(err["fields"][0]["path"], "proxy.tokens", "{err}");
+}
