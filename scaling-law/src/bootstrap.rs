@@ -172,6 +172,7 @@ mod tests {
         let observations = synthetic::token_grid(0.005, 5);
         let b = bootstrap(&observations, Form::DepthWidthTokens, &FitOptions::default(), 20, 1, 0.9).unwrap();
         let gamma = b.gamma.unwrap();
+        eprintln!("token bootstrap 90 %: alpha {:?} beta {:?} gamma {gamma:?} c {:?}", b.alpha, b.beta, b.c);
         assert!(gamma.lower <= gamma.upper && b.c.is_some());
     }
 
@@ -198,31 +199,32 @@ mod tests {
 
     #[test]
     fn resamples_that_cannot_be_fitted_are_skipped_and_counted() {
-        // 5 observations over exactly 3 depths and 3 widths: most resamples repeat a point and
-        // lose a level (or fall below 5 distinct points' worth of depth/width variety), so
-        // fewer than all fit.
+        // 5 observations over exactly 3 depths and 3 widths: a resample that misses the only
+        // depth-4 (or width-128) model has 2 distinct depths and is unidentifiable. Measured:
+        // 27 of 50 fitted with seed 3.
         let law = synthetic::true_law;
         let observations: Vec<Observation> =
             [(2.0, 64.0), (4.0, 128.0), (8.0, 256.0), (2.0, 256.0), (8.0, 64.0)]
                 .iter()
                 .map(|&(d, w)| Observation::new(d, w, law(d, w)))
                 .collect();
-        match bootstrap(&observations, Form::DepthWidth, &FitOptions::default(), 50, 3, 0.9) {
-            Ok(b) => assert!(b.succeeded < b.requested, "{} of {}", b.succeeded, b.requested),
-            Err(FitError::TooFewResamplesFitted { succeeded, requested }) => {
-                assert!(succeeded < 2 && requested == 50)
-            }
-            Err(other) => panic!("unexpected {other}"),
+        let b = bootstrap(&observations, Form::DepthWidth, &FitOptions::default(), 50, 3, 0.9).unwrap();
+        assert_eq!(b.requested, 50);
+        assert!(b.succeeded >= 2 && b.succeeded < 50, "{} of 50", b.succeeded);
+        // With 1 resample fitted or none, there is no interval.
+        let degenerate = bootstrap(&observations, Form::DepthWidth, &FitOptions::default(), 2, 3, 0.9);
+        if let Err(e) = degenerate {
+            assert!(matches!(e, FitError::TooFewResamplesFitted { requested: 2, .. }), "{e}");
         }
     }
 
     /// Coverage of percentile intervals over repeated synthetic draws.
     ///
     /// 40 draws of the 4×4 grid with σ = 0.005, each bootstrapped with 100 resamples at 90 %.
-    /// With 16 observations and 5 coefficients the percentile bootstrap runs a little narrow
-    /// (measured over 400 draws: α ≈ 0.86, β ≈ 0.87). With 40 draws the binomial standard error
-    /// at p = 0.86 is 0.055, so [0.70, 1.0] is about three standard errors below the measured
-    /// rate and still far above what a broken interval gives.
+    /// Measured over 400 such draws (seeds 1000–1399): α 0.893, β 0.913, L0 0.883, so the
+    /// percentile intervals are close to nominal here. With 40 draws the binomial standard error
+    /// at p = 0.89 is 0.05; [0.70, 1.0] sits almost four standard errors below the measured rate
+    /// and still fails an interval that is much too narrow (one that covers half the time).
     #[test]
     fn percentile_intervals_cover_the_true_exponents_near_their_nominal_rate() {
         let options = FitOptions::default();

@@ -75,10 +75,10 @@ pub fn extrapolation(
     split: &Split,
 ) -> Result<Extrapolation, FitError> {
     // Values are checked on the whole set first, so errors name positions in `observations`.
-    if let Err(e) = validate(observations, form) {
-        if matches!(e, FitError::InvalidValue { .. } | FitError::MissingTokens { .. }) {
-            return Err(e);
-        }
+    if let Err(e) = validate(observations, form)
+        && matches!(e, FitError::InvalidValue { .. } | FitError::MissingTokens { .. })
+    {
+        return Err(e);
     }
     let size = |o: &Observation| size_proxy(o.depth, o.width);
     let (in_fit, size_threshold): (Vec<bool>, Option<f64>) = match split {
@@ -187,7 +187,8 @@ mod tests {
             "own law: loss error mean {:.2e} max {:.2e}; ppl error mean {:.2e} max {:.2e}",
             e.loss_mean_rel_error, e.loss_max_rel_error, e.ppl_mean_rel_error, e.ppl_max_rel_error
         );
-        // Exact data from the fitted family: only solver tolerance remains, far below 1e-6.
+        // Exact data from the fitted family: only solver tolerance remains (measured max 3e-16
+        // in loss, 9e-16 in perplexity); the bound is 1e-6.
         assert!(e.loss_max_rel_error < 1e-6 && e.ppl_max_rel_error < 1e-6);
         for r in &e.rows {
             assert!((r.observed_ppl - r.observation.loss.exp()).abs() < 1e-12);
@@ -197,7 +198,7 @@ mod tests {
     #[test]
     fn extrapolating_data_from_a_different_law_shows_a_visible_error() {
         // The true law plus a depth-width interaction 8·(D·W)^-0.5, which the fitted family
-        // cannot represent: between 0.25 nats (D·W = 1024) and 0.03 nats (D·W = 8192).
+        // cannot represent: 0.71 nats at D·W = 128 down to 0.09 nats at D·W = 8192.
         let interacting = |d: f64, w: f64| synthetic::true_law(d, w) + 8.0 * (d * w).powf(-0.5);
         let observations = synthetic::grid(interacting, 0.0, 0);
         let e =
@@ -206,10 +207,11 @@ mod tests {
             "interaction law: loss error mean {:.2e} max {:.2e}; ppl error mean {:.2e} max {:.2e}",
             e.loss_mean_rel_error, e.loss_max_rel_error, e.ppl_mean_rel_error, e.ppl_max_rel_error
         );
-        // Visibly larger than the ~1e-9 of the own-law case: above 0.1 % in loss and 0.3 % in
-        // perplexity (measured: see the test output).
-        assert!(e.loss_max_rel_error > 1e-3, "{}", e.loss_max_rel_error);
-        assert!(e.ppl_max_rel_error > 3e-3, "{}", e.ppl_max_rel_error);
+        // Measured: loss error mean 7.5 %, max 17.8 %; perplexity mean 13.9 %, max 27.1 %,
+        // against ~1e-16 for the own-law case. Bounds: max above 5 % in loss and 10 % in
+        // perplexity, far beyond solver tolerance.
+        assert!(e.loss_max_rel_error > 0.05, "{}", e.loss_max_rel_error);
+        assert!(e.ppl_max_rel_error > 0.10, "{}", e.ppl_max_rel_error);
         assert!(e.ppl_max_rel_error > e.loss_max_rel_error);
     }
 

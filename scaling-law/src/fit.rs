@@ -479,9 +479,10 @@ mod tests {
         let mut problem = Problem::new(&data, data.initial_theta(&[0.5, 0.7, 0.3]));
         let numeric = differentiate_numerically(&mut problem).unwrap();
         let analytic = problem.jacobian().unwrap();
-        // Central differences on smooth exponentials agree to ~1e-7 relative; 1e-5 leaves room.
+        // Adaptive central differences with Richardson extrapolation agree to ~3e-13 here (entries
+        // up to 1.5); 1e-8 of the largest entry leaves room for other platforms' rounding.
         let scale = analytic.amax().max(1.0);
-        assert!((numeric - analytic).amax() < 1e-5 * scale);
+        assert!((numeric - analytic).amax() < 1e-8 * scale);
     }
 
     #[test]
@@ -489,8 +490,9 @@ mod tests {
         let observations = synthetic::grid(synthetic::true_law, 0.0, 0);
         let f = default_fit(&observations, Form::DepthWidth);
         let c = f.coefficients;
-        // Exact data: the solver stops at its default tolerances (≈7e-15 relative), so every
-        // coefficient comes back to 1e-6 relative and the residuals to ~1e-9 nats.
+        // Exact data: the solver stops at its default tolerances (≈7e-15 relative). Measured:
+        // every coefficient within 3e-15 relative, rmse 4e-16 nats; the bounds are 1e-6 relative
+        // and 1e-9 nats.
         for (got, want) in c.values().iter().zip(TRUE.values()) {
             assert!(rel(*got, want) < 1e-6, "{got} vs {want}");
         }
@@ -503,7 +505,8 @@ mod tests {
     fn noise_free_token_data_is_fitted_back_to_its_coefficients() {
         let observations = synthetic::token_grid(0.0, 0);
         let f = default_fit(&observations, Form::DepthWidthTokens);
-        // Same tolerance as the data-free form: 1e-6 relative on every coefficient.
+        // Same bound as the data-free form, 1e-6 relative on every coefficient (measured: c within
+        // 3e-14, the rest within 5e-15).
         for (got, want) in f.coefficients.values().iter().zip(TRUE_TOKENS.values()) {
             assert!(rel(*got, want) < 1e-6, "{got} vs {want}");
         }
@@ -515,17 +518,20 @@ mod tests {
         let observations = synthetic::grid(synthetic::true_law, 0.005, 7);
         let f = default_fit(&observations, Form::DepthWidth);
         let c = f.coefficients;
-        eprintln!("noisy depth-width fit: {c:?}, rmse {:.5}, r2 {:.6}", f.rmse, f.r2);
-        for d in DEPTHS {
-            for w in WIDTHS {
-                // 1 % of the true loss, the brief's bound; observed errors are ~0.1 %.
-                assert!(rel(f.predict(d, w, None), synthetic::true_law(d, w)) < 0.01);
-            }
-        }
-        // Exponents: with 16 points and σ = 0.005 the standard error of α and β is ≈0.02–0.05
-        // (see the bootstrap test); ±0.15 absolute is a > 3σ bound.
-        assert!((c.alpha - 0.6).abs() < 0.15, "alpha {}", c.alpha);
-        assert!((c.beta - 0.9).abs() < 0.15, "beta {}", c.beta);
+        let worst = DEPTHS
+            .iter()
+            .flat_map(|&d| WIDTHS.map(|w| rel(f.predict(d, w, None), synthetic::true_law(d, w))))
+            .fold(0.0, f64::max);
+        eprintln!(
+            "noisy depth-width fit: {c:?}, rmse {:.5}, r2 {:.6}, worst error {worst:.2e}",
+            f.rmse, f.r2
+        );
+        // 1 % of the true loss at every grid point; measured worst 0.13 %.
+        assert!(worst < 0.01, "{worst}");
+        // Exponents: with 16 points and σ = 0.005 the bootstrap standard errors are ≈0.012 for α
+        // and ≈0.021 for β; ±0.06 absolute is about 3σ for β (measured here: α 0.599, β 0.883).
+        assert!((c.alpha - 0.6).abs() < 0.06, "alpha {}", c.alpha);
+        assert!((c.beta - 0.9).abs() < 0.06, "beta {}", c.beta);
         // The residuals are the noise: rmse within a factor 2 of σ (fewer degrees of freedom
         // than points pull it below σ).
         assert!(f.rmse > 0.0025 && f.rmse < 0.01, "rmse {}", f.rmse);
@@ -536,16 +542,21 @@ mod tests {
         let observations = synthetic::token_grid(0.005, 11);
         let f = default_fit(&observations, Form::DepthWidthTokens);
         let c = f.coefficients;
-        eprintln!("noisy depth-width-tokens fit: {c:?}, rmse {:.5}", f.rmse);
-        for o in &observations {
-            let truth = TRUE_TOKENS.predict(o.depth, o.width, o.tokens);
-            // 1 % of the true loss on every grid point.
-            assert!(rel(f.predict(o.depth, o.width, o.tokens), truth) < 0.01);
-        }
-        // 48 points: α and β as tight as above; γ is pinned by only 3 token levels, ±0.1.
-        assert!((c.alpha - 0.6).abs() < 0.15, "alpha {}", c.alpha);
-        assert!((c.beta - 0.9).abs() < 0.15, "beta {}", c.beta);
-        assert!((c.gamma.unwrap() - 0.3).abs() < 0.1, "gamma {:?}", c.gamma);
+        let worst = observations
+            .iter()
+            .map(|o| {
+                rel(f.predict(o.depth, o.width, o.tokens), TRUE_TOKENS.predict(o.depth, o.width, o.tokens))
+            })
+            .fold(0.0, f64::max);
+        eprintln!("noisy depth-width-tokens fit: {c:?}, rmse {:.5}, worst error {worst:.2e}", f.rmse);
+        // 1 % of the true loss at every grid point; measured worst 0.19 %.
+        assert!(worst < 0.01, "{worst}");
+        // 48 points: bootstrap standard errors ≈0.005 (α), ≈0.012 (β), ≈0.018 (γ, pinned by only
+        // 3 token levels); ±0.06 absolute on each (measured: α 0.616, β 0.889, γ 0.319). The
+        // amplitude c trades off against γ and is not checked (measured 287 against 200).
+        assert!((c.alpha - 0.6).abs() < 0.06, "alpha {}", c.alpha);
+        assert!((c.beta - 0.9).abs() < 0.06, "beta {}", c.beta);
+        assert!((c.gamma.unwrap() - 0.3).abs() < 0.06, "gamma {:?}", c.gamma);
     }
 
     #[test]
@@ -590,7 +601,8 @@ mod tests {
     #[test]
     fn a_bad_value_names_its_observation_and_field() {
         let good = synthetic::grid(synthetic::true_law, 0.0, 0);
-        let cases: [(usize, fn(&mut Observation), Field); 6] = [
+        type Spoil = fn(&mut Observation);
+        let cases: [(usize, Spoil, Field); 6] = [
             (3, |o| o.loss = 0.0, Field::Loss),
             (5, |o| o.loss = f64::NAN, Field::Loss),
             (0, |o| o.depth = -1.0, Field::Depth),
