@@ -34,6 +34,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY search-space/Cargo.toml search-space/
 COPY lut/Cargo.toml lut/
+COPY scaling-law/Cargo.toml scaling-law/
 COPY services/api/Cargo.toml services/api/
 COPY services/coordinator/Cargo.toml services/coordinator/
 COPY services/worker/Cargo.toml services/worker/
