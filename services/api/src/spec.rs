@@ -8,7 +8,7 @@
 use lut::DeploymentSetting;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use search_space::model::MAX_META_TOKENS;
-use search_space::{Architecture, Genome, ModelSettings, SearchSpace, Topology, ValidationErrors};
+use search_space::{Architecture, Genome, ModelSettings, OpKind, SearchSpace, Topology, ValidationErrors};
 use serde::{Deserialize, Serialize};
 
 /// Text: any characters but NUL (which a Postgres text column cannot hold).
@@ -60,6 +60,14 @@ pub const MAX_CORPUS_CHARS: usize = 4_096;
 pub const MAX_KEY_CHARS: usize = 200;
 /// Most attempts per trial.
 pub const MAX_ATTEMPTS: u32 = 100;
+/// Values on one axis of a sweep (depths, widths).
+pub const MAX_SWEEP_AXIS: usize = 64;
+/// Token budgets of a sweep.
+pub const MAX_SWEEP_TOKENS: usize = 8;
+/// Operators in a sweep's block pattern.
+pub const MAX_SWEEP_PATTERN: usize = 16;
+/// Blocks in a sweep's deepest model.
+pub const MAX_SWEEP_DEPTH: u32 = 256;
 
 /// One search.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -322,6 +330,31 @@ pub enum Algorithm {
         #[schemars(range(min = 1, max = MAX_POPULATION))]
         batch: u32,
     },
+    /// A depth-width scaling sweep: the block `pattern` repeated `depth` times at hidden size
+    /// `width`, for every depth × width of the grid (and every token budget of `tokens`), trained
+    /// through the same trial queue. Its results are fitted to
+    /// `L(D, W[, N]) = L0 + a·D^-α + b·W^-β [+ c·N^-γ]`. The space and width mode are not used.
+    Sweep {
+        /// The block, as operator codes (`A`, `M2`, `D`, `GD`, `F`); attention + FFN by default.
+        #[serde(default = "default_sweep_pattern")]
+        #[schemars(length(min = 1, max = MAX_SWEEP_PATTERN))]
+        pattern: Vec<OpKind>,
+        /// Blocks per model, each in 1..=256.
+        #[schemars(length(min = 1, max = MAX_SWEEP_AXIS))]
+        depths: Vec<u32>,
+        /// Hidden sizes; each must dimension the model settings.
+        #[schemars(length(min = 1, max = MAX_SWEEP_AXIS))]
+        widths: Vec<u32>,
+        /// Token budgets, each model trained once per budget (rung `i` trains `tokens[i]`, in
+        /// increasing order); `proxy.tokens` alone when empty.
+        #[serde(default)]
+        #[schemars(length(max = MAX_SWEEP_TOKENS))]
+        tokens: Vec<u64>,
+    },
+}
+
+fn default_sweep_pattern() -> Vec<OpKind> {
+    vec![OpKind::Mixer(search_space::MixerKind::Attention), OpKind::Ffn]
 }
 
 fn default_crossover() -> f64 {
@@ -338,6 +371,7 @@ impl Algorithm {
             Algorithm::AgingEvolution { .. } => "aging_evolution",
             Algorithm::Nsga2 { .. } => "nsga2",
             Algorithm::Random { .. } => "random",
+            Algorithm::Sweep { .. } => "sweep",
         }
     }
 
@@ -351,6 +385,21 @@ impl Algorithm {
                 u64::from(population) * (1 + u64::from(generations))
             }
             Algorithm::Random { candidates, .. } => u64::from(candidates),
+            Algorithm::Sweep { ref depths, ref widths, .. } => (depths.len() as u64) * (widths.len() as u64),
+        }
+    }
+
+    /// A sweep's token budgets, smallest first: `tokens` sorted, or the proxy budget alone.
+    /// Empty for the other algorithms.
+    pub fn sweep_budgets(&self, proxy_tokens: u64) -> Vec<u64> {
+        match self {
+            Algorithm::Sweep { tokens, .. } if tokens.is_empty() => vec![proxy_tokens],
+            Algorithm::Sweep { tokens, .. } => {
+                let mut t = tokens.clone();
+                t.sort_unstable();
+                t
+            }
+            _ => Vec::new(),
         }
     }
 }
@@ -602,6 +651,10 @@ impl SearchSpec {
                     errs.push("algorithm.batch", format!("must be in 1..={MAX_POPULATION}, got {batch}"));
                 }
             }
+            Algorithm::Sweep { .. } => {}
+        }
+        if let Algorithm::Sweep { ref pattern, ref depths, ref widths, ref tokens } = self.algorithm {
+            self.validate_sweep(pattern, depths, widths, tokens, errs);
         }
         let planned = self.algorithm.planned_candidates();
         if planned > MAX_CANDIDATES {
@@ -609,6 +662,86 @@ impl SearchSpec {
                 "algorithm",
                 format!("plans {planned} candidates; at most {MAX_CANDIDATES} per search"),
             );
+        }
+    }
+
+    fn validate_sweep(
+        &self,
+        pattern: &[OpKind],
+        depths: &[u32],
+        widths: &[u32],
+        tokens: &[u64],
+        errs: &mut ValidationErrors,
+    ) {
+        let before = errs.errors().len();
+        if pattern.is_empty() || pattern.len() > MAX_SWEEP_PATTERN {
+            errs.push(
+                "algorithm.pattern",
+                format!("must list 1..={MAX_SWEEP_PATTERN} operators, got {}", pattern.len()),
+            );
+        } else if !pattern.iter().any(|op| matches!(op, OpKind::Mixer(_))) {
+            errs.push("algorithm.pattern", "needs at least one token mixer (A, M2, D or GD)");
+        }
+        let axis = |name: &str, values: &[u32], max: u32, errs: &mut ValidationErrors| {
+            if values.is_empty() || values.len() > MAX_SWEEP_AXIS {
+                errs.push(
+                    format!("algorithm.{name}"),
+                    format!("must list 1..={MAX_SWEEP_AXIS} values, got {}", values.len()),
+                );
+                return;
+            }
+            for (i, &v) in values.iter().enumerate() {
+                if v == 0 || v > max {
+                    errs.push(format!("algorithm.{name}[{i}]"), format!("must be in 1..={max}, got {v}"));
+                } else if values[..i].contains(&v) {
+                    errs.push(format!("algorithm.{name}[{i}]"), format!("repeats {v}"));
+                }
+            }
+        };
+        axis("depths", depths, MAX_SWEEP_DEPTH, errs);
+        axis("widths", widths, search_space::model::MAX_HIDDEN, errs);
+        if tokens.len() > MAX_SWEEP_TOKENS {
+            errs.push(
+                "algorithm.tokens",
+                format!("must list at most {MAX_SWEEP_TOKENS} budgets, got {}", tokens.len()),
+            );
+        } else {
+            let batch = u64::from(self.proxy.seq_len) * u64::from(self.proxy.batch_size);
+            for (i, &t) in tokens.iter().enumerate() {
+                if t < batch || t > MAX_PROXY_TOKENS {
+                    errs.push(
+                        format!("algorithm.tokens[{i}]"),
+                        format!("must be in {batch}..={MAX_PROXY_TOKENS} (at least one batch), got {t}"),
+                    );
+                } else if tokens[..i].contains(&t) {
+                    errs.push(format!("algorithm.tokens[{i}]"), format!("repeats {t}"));
+                }
+            }
+        }
+        if self.halving.is_some() {
+            errs.push(
+                "halving",
+                "a sweep trains every model at each of its budgets; list them in algorithm.tokens instead",
+            );
+        }
+        if !self.seeds.is_empty() {
+            errs.push("seeds", "a sweep has no population to seed");
+        }
+        // Each width must dimension the model (heads dividing it, and so on): checked on the
+        // shallowest model, once the lists themselves are sound and the settings valid.
+        if errs.errors().len() == before && self.model.validate().is_ok() {
+            let depth = depths.iter().copied().min().unwrap_or(1) as usize;
+            for (i, &w) in widths.iter().enumerate() {
+                let layers: Vec<OpKind> =
+                    pattern.iter().copied().cycle().take(pattern.len() * depth).collect();
+                let arch = Architecture::from_layers(self.model.with_hidden_size(w), layers);
+                if let Err(e) = arch.expand() {
+                    errs.push(
+                        format!("algorithm.widths[{i}]"),
+                        format!("width {w} does not fit the model settings: {e}"),
+                    );
+                }
+            }
         }
     }
 

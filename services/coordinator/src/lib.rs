@@ -25,11 +25,13 @@ pub mod http;
 pub mod latency;
 pub mod openapi;
 pub mod pareto;
+pub mod scaling;
 pub mod scratch;
 pub mod search;
 pub mod server;
 pub mod store;
 pub mod store_lut;
+pub mod store_scaling;
 pub mod store_ui;
 pub mod ui;
 

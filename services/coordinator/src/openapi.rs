@@ -21,6 +21,7 @@ use crate::http::devices::{DeviceList, LutStored, LutTable, UploadedEntry};
 use crate::http::ops::{Health, Ready};
 use crate::http::searches::{LeaderboardPage, ParetoView, SearchView};
 use crate::http::workers::TrialAck;
+use crate::scaling::{FitRequest, RecommendRequest, Recommendation, ScalingFit};
 use crate::store::SortKey;
 
 /// Who may call an operation.
@@ -99,6 +100,11 @@ const SEARCH_LINKS: &[Link] = &[
     link(201, "GetPareto", "getPareto", SEARCH_ID, &[]),
     link(201, "ExportBest", "exportBest", SEARCH_ID, &[]),
     link(201, "CancelSearch", "cancelSearch", SEARCH_ID, &[]),
+];
+const FIT_ID: &[(&str, &str)] = &[("path.id", "$response.body#/id")];
+const FIT_LINKS: &[Link] = &[
+    link(201, "GetScalingFit", "getScalingFit", FIT_ID, &[]),
+    link(201, "Recommend", "recommendDepthWidth", FIT_ID, &[]),
 ];
 const TRIAL_ID: &[(&str, &str)] = &[("path.id", "$response.body#/trial_id")];
 const LEASE_TOKEN: &[(&str, &str)] = &[("lease_token", "$response.body#/lease_token")];
@@ -360,6 +366,61 @@ pub const OPERATIONS: &[Operation] = &[
         links: &[],
     },
     Operation {
+        method: "post",
+        path: "/api/v1/searches/{id}/scaling-fits",
+        operation_id: "createScalingFit",
+        tag: "scaling",
+        summary: "Fit the depth-width scaling law to a sweep's finished trials, with bootstrap \
+                  intervals and the held-out extrapolation error (409 for a search that is not a \
+                  sweep or has too few results)",
+        auth: Auth::Admin,
+        params: &[ID],
+        request: Some(schema::<FitRequest>),
+        success: &[(201, "the stored fit", Body::Json(schema::<ScalingFit>))],
+        errors: &[404, 409],
+        links: FIT_LINKS,
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/searches/{id}/scaling-fits",
+        operation_id: "listScalingFits",
+        tag: "scaling",
+        summary: "A sweep's fits, newest first",
+        auth: Auth::Read,
+        params: &[ID],
+        request: None,
+        success: &[(200, JSON_OK, Body::Json(schema::<Vec<ScalingFit>>))],
+        errors: &[400, 404],
+        links: &[],
+    },
+    Operation {
+        method: "get",
+        path: "/api/v1/scaling-fits/{id}",
+        operation_id: "getScalingFit",
+        tag: "scaling",
+        summary: "A stored fit",
+        auth: Auth::Read,
+        params: &[ID],
+        request: None,
+        success: &[(200, JSON_OK, Body::Json(schema::<ScalingFit>))],
+        errors: &[400, 404],
+        links: &[],
+    },
+    Operation {
+        method: "post",
+        path: "/api/v1/scaling-fits/{id}/recommend",
+        operation_id: "recommendDepthWidth",
+        tag: "scaling",
+        summary: "The depth and width with the lowest predicted loss whose LUT latency fits a budget, \
+                  with the runners-up and the search-space constraint they imply",
+        auth: Auth::Read,
+        params: &[ID],
+        request: Some(schema::<RecommendRequest>),
+        success: &[(200, JSON_OK, Body::Json(schema::<Recommendation>))],
+        errors: &[404, 409],
+        links: &[],
+    },
+    Operation {
         method: "get",
         path: "/api/v1/devices",
         operation_id: "listDevices",
@@ -541,7 +602,9 @@ fn error_description(status: u16) -> &'static str {
         401 => "missing or unknown bearer token",
         403 => "the other kind of token",
         404 => "no such resource",
-        409 => "conflict with the resource's state (a stale lease, a search that already ended)",
+        409 => {
+            "conflict with the resource's state (a stale lease, a search that already ended, a fit of a search that is not a sweep)"
+        }
         413 => "request body over the size limit",
         422 => "a field is invalid; `fields` names each one by its path",
         503 => "the database is unreachable",
@@ -690,6 +753,7 @@ pub fn document() -> Value {
             { "name": "searches", "description": "Searches, their leaderboards and Pareto fronts" },
             { "name": "candidates", "description": "Candidate architectures and their exports" },
             { "name": "devices", "description": "Devices and their latency tables" },
+            { "name": "scaling", "description": "Depth-width scaling laws fitted to sweeps, and recommendations under a latency budget" },
             { "name": "workers", "description": "The worker protocol: register, lease, heartbeat, complete, fail" },
             { "name": "operations", "description": "Health, readiness, metrics and this document" }
         ],

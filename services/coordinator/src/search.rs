@@ -24,7 +24,7 @@ use api::{SearchSpec, WidthMode};
 use lut::DeploymentSetting;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use search_space::{Architecture, ModelSpec, Topology};
+use search_space::{Architecture, ModelSpec, OpKind, Topology};
 
 use crate::engine::{self, EngineContext, History, Member, Objectives, halving};
 use crate::latency::{self, LatencyModel};
@@ -85,6 +85,9 @@ impl SearchDriver {
         // reading the search's members and trials.
         if self.store.outstanding_trials(search_id).await? > 0 {
             return Ok(StepOutcome::Waiting);
+        }
+        if let api::Algorithm::Sweep { pattern, depths, widths, .. } = &spec.algorithm {
+            return self.step_sweep(search_id, &spec, pattern, depths, widths).await;
         }
         let members = self.store.search_members(search_id).await?;
         let trials = self.store.search_trials(search_id).await?;
@@ -148,7 +151,9 @@ impl SearchDriver {
         }
         let ctx = engine_context(&spec);
         let history = history(&members);
-        let engine = engine::engine_for(&spec.algorithm);
+        let Some(engine) = engine::engine_for(&spec.algorithm) else {
+            return self.fail(search_id, format!("`{}` has no engine", spec.algorithm.name())).await;
+        };
         let mut rng = generation_rng(spec.seed, generations);
         let proposals = match engine.propose(&ctx, &history, &mut rng) {
             Ok(p) => p,
@@ -178,6 +183,57 @@ impl SearchDriver {
         Ok(StepOutcome::Proposed { generation: generations, members: added.len(), new })
     }
 
+    /// A sweep records its whole grid as generation 0 and completes once every trial is out of
+    /// the queue (the caller has checked that none is queued or leased).
+    async fn step_sweep(
+        &self,
+        search_id: i64,
+        spec: &SearchSpec,
+        pattern: &[OpKind],
+        depths: &[u32],
+        widths: &[u32],
+    ) -> Result<StepOutcome, DriverError> {
+        if !self.store.search_members(search_id).await?.is_empty() {
+            self.store.set_search_status(search_id, "completed", None).await?;
+            return Ok(StepOutcome::Completed);
+        }
+        let setting: DeploymentSetting = match spec.target.deployment() {
+            Ok(s) => s,
+            Err(e) => return self.fail(search_id, e.to_string()).await,
+        };
+        // Latency is reported when the target device has a table; a sweep does not need one.
+        let latency =
+            latency::load(&self.store, spec.target.device.as_deref(), &setting).await?.ok().flatten();
+        let mut members = Vec::with_capacity(depths.len() * widths.len());
+        for &depth in depths {
+            for &width in widths {
+                let arch = sweep_architecture(&spec.model, pattern, depth, width);
+                let model = match arch.expand() {
+                    Ok(m) => m,
+                    Err(e) => {
+                        return self
+                            .fail(search_id, format!("depth {depth} × width {width} does not expand: {e}"))
+                            .await;
+                    }
+                };
+                let est = latency.as_deref().and_then(|l| l.estimate_ms(&model).ok());
+                let feasible = match (spec.target.latency_budget_ms, est) {
+                    (Some(b), Some(e)) => e <= b,
+                    _ => true,
+                };
+                let mut candidate = new_candidate(&arch, &model, &setting, est, feasible);
+                let origin = format!("sweep depth={depth} width={width}");
+                candidate.mutation = Some(origin.clone());
+                members.push(NewMember { candidate, parents: Vec::new(), origin });
+            }
+        }
+        let budgets: Vec<i64> =
+            spec.algorithm.sweep_budgets(spec.proxy.tokens).into_iter().map(|t| t as i64).collect();
+        let added = self.store.add_sweep(search_id, &members, &budgets, i64::from(spec.max_attempts)).await?;
+        let new = added.iter().filter(|(_, inserted)| *inserted).count();
+        Ok(StepOutcome::Proposed { generation: 0, members: added.len(), new })
+    }
+
     async fn fail(&self, search_id: i64, reason: String) -> Result<StepOutcome, DriverError> {
         tracing::warn!(search_id, %reason, "search failed");
         self.store.set_search_status(search_id, "failed", Some(&reason)).await?;
@@ -188,6 +244,27 @@ impl SearchDriver {
 /// A budget, or an objective that is latency, needs the table.
 fn needs_latency(spec: &SearchSpec) -> bool {
     spec.target.latency_budget_ms.is_some() || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. })
+}
+
+/// The model of a sweep's grid point: `pattern` repeated `depth` times at hidden size `width`.
+pub fn sweep_architecture(
+    model: &search_space::ModelSettings,
+    pattern: &[OpKind],
+    depth: u32,
+    width: u32,
+) -> Architecture {
+    let layers = pattern.iter().copied().cycle().take(pattern.len() * depth as usize).collect();
+    Architecture::from_layers(model.with_hidden_size(width), layers).named(format!("sweep-d{depth}-w{width}"))
+}
+
+/// The depth (blocks of `pattern`) of a sweep's model, from its architecture.
+pub fn sweep_depth(arch: &Architecture, pattern: &[OpKind]) -> Option<u32> {
+    match &arch.topology {
+        Topology::Layers(layers) if !pattern.is_empty() && layers.len() % pattern.len() == 0 => {
+            u32::try_from(layers.len() / pattern.len()).ok()
+        }
+        _ => None,
+    }
 }
 
 /// The RNG of generation `generation`: a pure function of the search seed, so a resumed search

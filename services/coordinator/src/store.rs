@@ -1087,6 +1087,32 @@ impl Store {
         budget_tokens: i64,
         max_attempts: i64,
     ) -> Result<Vec<(CandidateRow, bool)>, StoreError> {
+        self.record_generation(search_id, generation, members, &[budget_tokens], false, max_attempts).await
+    }
+
+    /// Records a sweep's grid as generation 0, atomically: every new candidate gets a queued
+    /// trial per budget (rung `i` trains `budgets[i]` tokens), whatever its latency, since a
+    /// scaling law needs every point of the grid.
+    #[tracing::instrument(skip_all, fields(search_id = search_id), err)]
+    pub async fn add_sweep(
+        &self,
+        search_id: i64,
+        members: &[NewMember],
+        budgets: &[i64],
+        max_attempts: i64,
+    ) -> Result<Vec<(CandidateRow, bool)>, StoreError> {
+        self.record_generation(search_id, 0, members, budgets, true, max_attempts).await
+    }
+
+    async fn record_generation(
+        &self,
+        search_id: i64,
+        generation: i64,
+        members: &[NewMember],
+        budgets: &[i64],
+        train_infeasible: bool,
+        max_attempts: i64,
+    ) -> Result<Vec<(CandidateRow, bool)>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(members.len());
         for (slot, member) in members.iter().enumerate() {
@@ -1103,8 +1129,11 @@ impl Store {
             .bind(&member.origin)
             .execute(&mut *tx)
             .await?;
-            if inserted && candidate.feasible {
-                enqueue_trial_in(&mut tx, search_id, candidate.id, budget_tokens, 0, max_attempts).await?;
+            if inserted && (candidate.feasible || train_infeasible) {
+                for (rung, &budget) in budgets.iter().enumerate() {
+                    enqueue_trial_in(&mut tx, search_id, candidate.id, budget, rung as i64, max_attempts)
+                        .await?;
+                }
             }
             out.push((candidate, inserted));
         }

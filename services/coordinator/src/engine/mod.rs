@@ -142,9 +142,9 @@ pub enum EngineError {
     Space(ValidationErrors),
 }
 
-/// The engine a spec's algorithm names.
-pub fn engine_for(algorithm: &api::Algorithm) -> Box<dyn Engine> {
-    match *algorithm {
+/// The engine a spec's algorithm names; `None` for a sweep, whose grid the driver records itself.
+pub fn engine_for(algorithm: &api::Algorithm) -> Option<Box<dyn Engine>> {
+    let engine: Box<dyn Engine> = match *algorithm {
         api::Algorithm::AgingEvolution { population, sample_size, per_cycle, cycles } => {
             Box::new(AgingEvolution { population, sample_size, per_cycle, cycles })
         }
@@ -152,7 +152,10 @@ pub fn engine_for(algorithm: &api::Algorithm) -> Box<dyn Engine> {
             Box::new(Nsga2 { population, generations, crossover_probability, memory_objective })
         }
         api::Algorithm::Random { candidates, batch } => Box::new(RandomSearch { candidates, batch }),
-    }
+        // A sweep evolves nothing: the driver records its grid itself.
+        api::Algorithm::Sweep { .. } => return None,
+    };
+    Some(engine)
 }
 
 /// A uniform sample of the space (and, when the width evolves, of its hidden sizes).
@@ -284,7 +287,8 @@ mod tests {
             api::Algorithm::Random { candidates: 7, batch: 3 },
         ];
         for algorithm in &algorithms {
-            let run = run_search(engine_for(algorithm).as_ref(), &ctx, 1, |_| true);
+            let run =
+                run_search(engine_for(algorithm).expect("an evolving algorithm").as_ref(), &ctx, 1, |_| true);
             assert_eq!(run.history.len() as u64, algorithm.planned_candidates(), "{}", algorithm.name());
         }
     }

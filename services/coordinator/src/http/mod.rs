@@ -17,6 +17,7 @@ pub mod candidates;
 pub mod devices;
 pub mod error;
 pub mod ops;
+pub mod scaling;
 pub mod searches;
 pub mod workers;
 
@@ -137,6 +138,7 @@ pub fn app(state: AppState) -> Router {
         .merge(candidates::router())
         .merge(workers::router())
         .merge(devices::router())
+        .merge(scaling::router())
         .merge(ops::router())
         .merge(crate::ui::router())
         .fallback(no_such_route)

@@ -32,7 +32,7 @@ pub struct SearchView {
     #[schemars(extend("enum" = ["pending", "running", "completed", "cancelled", "failed"]))]
     pub status: String,
     /// The algorithm's `kind`.
-    #[schemars(extend("enum" = ["aging_evolution", "nsga2", "random"]))]
+    #[schemars(extend("enum" = ["aging_evolution", "nsga2", "random", "sweep"]))]
     pub algorithm: String,
     /// Why the search failed.
     pub error: Option<String>,
