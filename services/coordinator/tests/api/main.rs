@@ -14,6 +14,7 @@
 mod helpers;
 mod protocol;
 mod requests;
+mod scaling;
 mod searches;
 mod security;
 
@@ -40,6 +41,10 @@ on_both_backends! {
     searches::nsga2_search_reports_a_pareto_front,
     searches::a_search_resumes_after_the_coordinator_restarts,
     searches::cancelling_a_search_revokes_its_running_leases,
+    scaling::a_sweep_trains_every_depth_and_width_at_every_budget,
+    scaling::a_fit_recovers_the_law_the_results_came_from,
+    scaling::a_recommendation_is_the_best_predicted_model_within_the_budget,
+    scaling::bad_fits_and_recommendations_name_the_field_or_the_state,
     security::every_mutating_operation_refuses_a_missing_unknown_or_wrong_token,
     security::a_worker_token_cannot_create_or_cancel_searches,
     security::the_admin_token_cannot_act_as_a_worker,
