@@ -120,7 +120,15 @@ mod tests {
     use crate::{Coefficients, Form};
 
     fn law() -> Fit {
-        Fit { form: Form::DepthWidth, coefficients: TRUE, rmse: 0.0, r2: 1.0, n: 16, residuals: vec![] }
+        Fit {
+            form: Form::DepthWidth,
+            coefficients: TRUE,
+            rmse: 0.0,
+            r2: 1.0,
+            n: 16,
+            residuals: vec![],
+            converged: true,
+        }
     }
 
     /// A made-up latency: proportional to depth·width.

@@ -807,6 +807,9 @@ mod tests {
         assert!(quick.algorithm.planned_candidates() >= 20);
         let text = example("text.toml");
         assert!(text.halving.is_some());
+        let sweep = example("sweep.toml");
+        assert_eq!(sweep.algorithm.planned_candidates(), 16);
+        assert_eq!(sweep.algorithm.sweep_budgets(sweep.proxy.tokens), [131_072]);
     }
 
     #[test]

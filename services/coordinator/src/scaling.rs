@@ -181,6 +181,10 @@ pub struct ScalingFit {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub r2: Option<f64>,
     pub n: usize,
+    /// Whether the least-squares solver converged; `false` when the data push a term to its bound
+    /// (for example, loss that does not fall with depth at this budget): the coefficients are the
+    /// best found, and that term is not pinned down.
+    pub converged: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -215,6 +219,7 @@ impl ScalingFit {
             r2: self.r2.unwrap_or(f64::NAN),
             n: self.n,
             residuals: Vec::new(),
+            converged: self.converged,
         };
         match tokens {
             Some(t) => fit.at_tokens(t as f64),
@@ -468,6 +473,7 @@ pub fn fit_sweep(
         rmse: point.rmse,
         r2: point.r2.is_finite().then_some(point.r2),
         n: point.n,
+        converged: point.converged,
         bootstrap: intervals.as_ref().map(|b| BootstrapSummary {
             level: b.level,
             requested: b.requested,
@@ -604,9 +610,7 @@ pub fn recommend_grid(
     };
     let fits_model = |w: u32| sweep_architecture(model, &fit.pattern, 1, w).expand().is_ok();
     let widths: Vec<u32> = if request.widths.is_empty() {
-        let lo = (narrowest / 2).max(16).div_ceil(16) * 16;
-        let hi = widest.saturating_mul(2);
-        (lo..=hi).step_by(16).filter(|&w| fits_model(w)).collect()
+        default_widths(model, &fit.pattern, narrowest, widest)
     } else {
         for (i, &w) in request.widths.iter().enumerate() {
             if w == 0 || w > search_space::model::MAX_HIDDEN || !fits_model(w) {
@@ -635,6 +639,14 @@ pub fn recommend_grid(
         ));
     }
     Ok((depths, widths))
+}
+
+/// The widths a recommendation considers by default: every multiple of 16 from half the
+/// narrowest to twice the widest swept that dimensions the model settings.
+pub fn default_widths(model: &ModelSettings, pattern: &[OpKind], narrowest: u32, widest: u32) -> Vec<u32> {
+    let lo = (narrowest / 2).max(16).div_ceil(16) * 16;
+    let hi = widest.saturating_mul(2).min(search_space::model::MAX_HIDDEN);
+    (lo..=hi).step_by(16).filter(|&w| sweep_architecture(model, pattern, 1, w).expand().is_ok()).collect()
 }
 
 /// Ranks every (depth, width) of the grid within the budget by predicted loss.

@@ -871,7 +871,28 @@ pub async fn ensure_profiled(store: &Store, spec: &api::SearchSpec, device: Devi
         );
     }
     let info = fingerprint(device)?;
-    let shapes = space_shapes(&spec.space, &spec.model, &spec.space.hidden_sizes, &setting)?;
+    let shapes = match &spec.algorithm {
+        // A sweep's block at every swept width, and at the ends of the range a recommendation
+        // considers, so every width in between is interpolated rather than extrapolated.
+        api::Algorithm::Sweep { pattern, widths, .. } => {
+            let (lo, hi) =
+                (widths.iter().min().copied().unwrap_or(64), widths.iter().max().copied().unwrap_or(64));
+            let range = coordinator::scaling::default_widths(&spec.model, pattern, lo, hi);
+            let mut hidden = widths.clone();
+            hidden.extend(range.first().into_iter().chain(range.last()));
+            let mut out: Vec<OpShape> = Vec::new();
+            for h in hidden {
+                let model = coordinator::search::sweep_architecture(&spec.model, pattern, 1, h).expand()?;
+                for shape in shapes_for(&model, &setting) {
+                    if !out.contains(&shape) {
+                        out.push(shape);
+                    }
+                }
+            }
+            out
+        }
+        _ => space_shapes(&spec.space, &spec.model, &spec.space.hidden_sizes, &setting)?,
+    };
     let have: std::collections::BTreeSet<String> =
         store.lut_entries(&info.fingerprint, &setting.key()).await?.into_iter().map(|r| r.op_key).collect();
     let missing: Vec<OpShape> = shapes.into_iter().filter(|s| !have.contains(&s.to_string())).collect();

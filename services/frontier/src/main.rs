@@ -3,12 +3,14 @@
 //! One binary for every role: `run` (the whole system in one process), `serve` (the
 //! coordinator), `worker` (the pull loop), the client commands `submit`, `status`, `leaderboard`
 //! and `export`, `space` (inspect, sample, validate and export architectures), `train`
-//! (proxy-train one candidate) and `decode-bench` (measure its decode latency). Each subcommand lives in its own module; this file only parses arguments,
+//! (proxy-train one candidate), `decode-bench` (measure its decode latency), `lut` (latency
+//! tables) and `scaling-law` (fit and use depth-width scaling laws over a sweep). Each subcommand lives in its own module; this file only parses arguments,
 //! dispatches, and turns errors into one clear message and a non-zero exit status (never a panic
 //! or a backtrace).
 
 mod lut;
 mod run;
+mod scaling;
 mod service;
 mod space;
 mod train;
@@ -52,6 +54,9 @@ enum Command {
     /// Latency tables: profile, show, export, import, validate, depth-sweep.
     #[command(subcommand)]
     Lut(lut::LutCommand),
+    /// Depth-width scaling laws over a sweep search: fit, show, recommend for a latency budget.
+    #[command(subcommand)]
+    ScalingLaw(scaling::ScalingCommand),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +73,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::train(args),
         Command::DecodeBench(args) => train::decode_bench(args),
         Command::Lut(cmd) => lut::run(cmd),
+        Command::ScalingLaw(cmd) => scaling::run(cmd),
     };
     match result {
         Ok(text) => {

@@ -83,8 +83,9 @@ async fn run_async(args: RunArgs) -> Result<String> {
             if spec.proxy.corpus.trim().is_empty() {
                 bail!("the spec names no corpus: set proxy.corpus or pass --corpus");
             }
+            // A sweep's table serves the recommendation printed at the end.
             let needs_table = spec.target.latency_budget_ms.is_some()
-                || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. });
+                || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. } | api::Algorithm::Sweep { .. });
             if spec.target.device.is_none() {
                 spec.target.device = Some(device.fingerprint.clone());
             }
@@ -214,6 +215,9 @@ async fn run_async(args: RunArgs) -> Result<String> {
             final_status["error"].as_str().unwrap_or("no error recorded")
         );
     }
+    if final_status["algorithm"] == "sweep" {
+        out.push_str(&sweep_summary(&http, &base, &admin, search_id, &final_status).await?);
+    }
     let page = http
         .get(format!("{base}/api/v1/searches/{search_id}/leaderboard?limit=10"))
         .send()
@@ -242,6 +246,51 @@ async fn run_async(args: RunArgs) -> Result<String> {
     out.push_str(&format!("finished in {:.1} s\n", started.elapsed().as_secs_f64()));
     let _ = stop_tx.send(());
     let _ = server.await;
+    Ok(out)
+}
+
+/// A finished sweep's scaling law, and the recommendation at the spec's latency budget when it
+/// has one.
+async fn sweep_summary(
+    http: &reqwest::Client,
+    base: &str,
+    admin: &str,
+    search_id: i64,
+    search: &Value,
+) -> Result<String> {
+    let r = http
+        .post(format!("{base}/api/v1/searches/{search_id}/scaling-fits"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({}))
+        .send()
+        .await?;
+    let ok = r.status().is_success();
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    if !ok {
+        return Ok(format!("\nno scaling-law fit: {}\n", body["error"].as_str().unwrap_or("?")));
+    }
+    let fit: coordinator::scaling::ScalingFit = serde_json::from_value(body)?;
+    let mut out = format!("\n{}", crate::scaling::fit_text(&fit));
+    if let Some(budget) = search["spec"]["target"]["latency_budget_ms"].as_f64() {
+        let r = http
+            .post(format!("{base}/api/v1/scaling-fits/{}/recommend", fit.id))
+            .json(&serde_json::json!({ "budget_ms": budget }))
+            .send()
+            .await?;
+        let ok = r.status().is_success();
+        let body: Value = r.json().await.unwrap_or(Value::Null);
+        if ok {
+            let rec: coordinator::scaling::Recommendation = serde_json::from_value(body)?;
+            out.push_str(&format!("\n{}", crate::scaling::recommendation_text(&rec)));
+        } else {
+            let detail = body["fields"][0]["message"].as_str().or(body["error"].as_str()).unwrap_or("?");
+            out.push_str(&format!("\nno recommendation at {budget} ms: {detail}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "fit {} is kept in the store; with `frontier serve` on the same database: `frontier scaling-law recommend --fit {} --budget-ms X`\n",
+        fit.id, fit.id
+    ));
     Ok(out)
 }
 

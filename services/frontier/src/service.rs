@@ -158,13 +158,13 @@ pub struct ClientArgs {
 }
 
 impl ClientArgs {
-    fn blocking(&self) -> Result<Client> {
+    pub(crate) fn blocking(&self) -> Result<Client> {
         Ok(Client { base: self.coordinator.trim_end_matches('/').to_owned(), token: self.token.clone() })
     }
 }
 
 /// A small blocking-style client over the async one.
-struct Client {
+pub(crate) struct Client {
     base: String,
     token: Option<String>,
 }
@@ -187,10 +187,18 @@ impl Client {
         })
     }
 
-    fn json(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
+    pub(crate) fn json(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let (status, text) = self.request(method, path, body)?;
         if !(200..300).contains(&status) {
-            let message = serde_json::from_str::<api::ErrorBody>(&text).map(|e| e.error).unwrap_or(text);
+            let message = match serde_json::from_str::<api::ErrorBody>(&text) {
+                Ok(e) if e.fields.is_empty() => e.error,
+                Ok(e) => {
+                    let fields: Vec<String> =
+                        e.fields.iter().map(|f| format!("{}: {}", f.path, f.message)).collect();
+                    format!("{}: {}", e.error, fields.join("; "))
+                }
+                Err(_) => text,
+            };
             bail!("coordinator answered {status}: {message}");
         }
         serde_json::from_str(&text).context("coordinator sent a body that is not JSON")
@@ -362,7 +370,16 @@ pub fn leaderboard_csv(items: &[Value]) -> String {
 pub fn leaderboard_table(items: &[Value]) -> String {
     let rows: Vec<Vec<String>> =
         items.iter().map(|it| COLUMNS.iter().map(|c| cell(&it[*c])).collect()).collect();
-    let widths: Vec<usize> = COLUMNS
+    let mut out = text_table(&COLUMNS, rows);
+    if items.is_empty() {
+        out.push_str("(no scored candidates yet)\n");
+    }
+    out
+}
+
+/// Left-aligned columns two spaces apart, the header first.
+pub fn text_table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let widths: Vec<usize> = header
         .iter()
         .enumerate()
         .map(|(i, h)| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0).max(h.len()))
@@ -378,12 +395,9 @@ pub fn leaderboard_table(items: &[Value]) -> String {
             .to_owned()
             + "\n"
     };
-    let mut out = line(COLUMNS.iter().map(|s| (*s).to_owned()).collect());
+    let mut out = line(header.iter().map(|s| (*s).to_owned()).collect());
     for r in rows {
         out.push_str(&line(r));
-    }
-    if items.is_empty() {
-        out.push_str("(no scored candidates yet)\n");
     }
     out
 }
