@@ -7,6 +7,9 @@
 //!   loss curve, lineage, trials and export links.
 //! - [`devices`]: devices, their latency tables and the latest fidelity figures with a
 //!   measured-vs-estimated scatter plot.
+//! - [`scaling`]: one scaling-law fit of a sweep: coefficients, the extrapolation check, loss
+//!   against depth per width with the fitted curves, and a depth-width recommendation for a
+//!   latency budget over the evaluated grid.
 //! - [`chart`]: plot geometry; [`format`]: how numbers, sizes and times read.
 //!
 //! Pages are askama templates (`templates/`, HTML-escaped by default) with charts drawn as SVG by
@@ -19,6 +22,7 @@ pub mod candidate;
 pub mod chart;
 pub mod devices;
 pub mod format;
+pub mod scaling;
 pub mod searches;
 
 use askama::Template;
@@ -43,6 +47,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/searches/{id}/leaderboard.csv", get(searches::csv))
         .route("/ui/candidates/{id}", get(candidate::show))
         .route("/ui/devices", get(devices::list))
+        .route("/ui/scaling-fits/{id}", get(scaling::show))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/static/style.css", get(style))
         .route("/ui/static/app.js", get(script))

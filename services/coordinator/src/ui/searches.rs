@@ -18,6 +18,7 @@ use crate::http::searches::{LeaderboardParams, entry, leaderboard_query, next_cu
 use crate::http::{AppState, now_ms};
 use crate::pareto;
 use crate::store::{CandidateRow, CursorValue, LeaderboardQuery, SearchRow, SortKey};
+use crate::store_scaling::ScalingFitRow;
 use crate::store_ui::{Evaluation, PlotPoint};
 
 /// A search as the list and the page's header show it.
@@ -385,6 +386,29 @@ pub struct Table {
     pub note: &'static str,
 }
 
+/// One stored scaling-law fit of a sweep, as the search page lists it.
+#[derive(Debug)]
+pub struct FitLink {
+    pub id: i64,
+    pub form: String,
+    pub created: String,
+    pub n: String,
+    pub r2: String,
+}
+
+impl FitLink {
+    fn of(row: &ScalingFitRow) -> Self {
+        let num = |key: &str| row.report.get(key).and_then(Value::as_f64);
+        Self {
+            id: row.id,
+            form: row.form.clone(),
+            created: format::utc(row.created_at_ms),
+            n: row.report.get("n").and_then(Value::as_u64).map_or_else(|| "—".to_owned(), |n| n.to_string()),
+            r2: num("r2").filter(|v| v.is_finite()).map_or_else(|| "—".to_owned(), |v| format!("{v:.4}")),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "search.html")]
 struct SearchPage {
@@ -395,6 +419,8 @@ struct SearchPage {
     by_count: LineChart,
     by_time: LineChart,
     table: Table,
+    /// A sweep's scaling-law fits, newest first; `None` for the other algorithms.
+    fits: Option<Vec<FitLink>>,
 }
 
 pub async fn show(
@@ -455,6 +481,11 @@ pub async fn show(
             _ => "",
         },
     };
+    let fits = if row.spec.pointer("/algorithm/kind").and_then(Value::as_str) == Some("sweep") {
+        Some(state.store.list_scaling_fits(id).await?.iter().map(FitLink::of).collect())
+    } else {
+        None
+    };
     let refresh_secs = if s.active { refresh_secs(&state) } else { 0 };
     Ok(render_html(&SearchPage {
         title: format!("Search {} · {}", s.id, s.name),
@@ -464,6 +495,7 @@ pub async fn show(
         by_count,
         by_time,
         table,
+        fits,
     }))
 }
 

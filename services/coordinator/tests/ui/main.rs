@@ -1,7 +1,8 @@
 //! The web UI: pages rendered in-process against a real store (SQLite file and a fresh Postgres
 //! database), and the whole flow in headless Chromium over WebDriver against a served
 //! coordinator: the Pareto plot against the API's front, sorting, a candidate's layer strip,
-//! a downloaded config, live refresh and escaping of user text.
+//! a downloaded config, live refresh and escaping of user text. A sweep trained to a known law
+//! checks its scaling-law fit's page and recommendation against the API.
 
 #![allow(
     clippy::unwrap_used,
@@ -32,4 +33,6 @@ on_both_backends! {
     pages::bad_input_is_a_page_naming_the_problem,
     pages::protected_reads_need_a_token_or_the_sign_in_cookie,
     pages::the_devices_page_shows_fidelity_and_the_scatter_of_its_cases,
+    pages::a_sweeps_fit_page_plots_the_law_and_recommends_within_a_budget,
+    pages::the_fit_page_names_bad_input_and_unknown_fits,
 }

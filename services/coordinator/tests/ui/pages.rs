@@ -10,7 +10,7 @@ use serde_json::json;
 use tower::ServiceExt;
 
 use crate::helpers::TestDb;
-use crate::requests::{ADMIN, WORKER, api, api_with, get};
+use crate::requests::{ADMIN, WORKER, api, api_with, get, post};
 use crate::seed;
 
 /// Sends a request and returns the status, headers and body as text.
@@ -319,4 +319,150 @@ pub async fn the_devices_page_shows_fidelity_and_the_scatter_of_its_cases(db: Te
         .unwrap();
     assert_eq!(scatter.matches("<circle class=\"pt\"").count(), 7, "one mark per validated architecture");
     assert!(scatter.contains("class=\"diagonal\""));
+}
+
+/// The inside of the SVG with id `id`.
+fn svg<'a>(html: &'a str, id: &str) -> &'a str {
+    html.split(&format!("<svg id=\"{id}\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no #{id}: {html}"))
+        .split("</svg>")
+        .next()
+        .unwrap()
+}
+
+/// Each `<circle class="…"` of `part` whose class has `class`, from its class attribute on.
+fn circles<'a>(part: &'a str, class: &str) -> Vec<&'a str> {
+    part.split("<circle class=\"")
+        .skip(1)
+        .filter(|piece| piece.split_once('"').unwrap().0.split(' ').any(|c| c == class))
+        .collect()
+}
+
+/// The value of the first attribute `name` in `element`.
+fn attr<'a>(element: &'a str, name: &str) -> &'a str {
+    element
+        .split(&format!(" {name}=\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no {name} in {element}"))
+        .split('"')
+        .next()
+        .unwrap()
+}
+
+pub async fn a_sweeps_fit_page_plots_the_law_and_recommends_within_a_budget(db: TestDb) {
+    let (router, _) = api(&db.store);
+    let search = seed::sweep(&router, "depth-width sweep").await;
+    let before = ok_page(&router, &format!("/ui/searches/{search}")).await;
+    assert!(before.contains("id=\"scaling-fits\""), "a sweep lists its fits: {before}");
+    assert!(before.contains(&format!("frontier scaling-law fit {search}")), "and how to make one");
+    let fit = seed::scaling_fit(&router, search).await;
+    let after = ok_page(&router, &format!("/ui/searches/{search}")).await;
+    assert!(after.contains(&format!("href=\"/ui/scaling-fits/{fit}\"")), "the search page links the fit");
+
+    let html = ok_page(&router, &format!("/ui/scaling-fits/{fit}")).await;
+    assert!(html.contains(&format!("href=\"/ui/searches/{search}\"")), "the fit links its search");
+    let plot = svg(&html, "loss-vs-depth");
+    let obs = circles(plot, "obs");
+    assert_eq!(obs.len(), 16, "one mark per observation");
+    for o in &obs {
+        let (d, w): (u32, u32) =
+            (attr(o, "data-depth").parse().unwrap(), attr(o, "data-width").parse().unwrap());
+        let loss: f64 = attr(o, "data-loss").parse().unwrap();
+        assert!((loss - seed::law_loss(d, w)).abs() < 1e-9, "the measured loss at D={d}, W={w}");
+    }
+    assert_eq!(plot.matches("<polyline class=\"fit ").count(), 4, "one fitted curve per width");
+    let coefficients = html.split("id=\"coefficients\"").nth(1).expect("a coefficient table");
+    let alpha: f64 =
+        attr(coefficients.split("data-coefficient=\"alpha\"").nth(1).unwrap(), "data-value").parse().unwrap();
+    assert!((alpha - 0.5).abs() < 0.05, "alpha {alpha}");
+    assert!(html.contains("id=\"extrapolation\""), "the held-out check is shown: {html}");
+    assert!(!html.contains("id=\"feasible-region\""), "no recommendation without a budget");
+
+    // Without a latency table a recommendation is a message, not a failure.
+    let (status, html) = page(&router, &format!("/ui/scaling-fits/{fit}?budget_ms=5")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{html}");
+    assert!(html.contains("id=\"recommend-error\"") && html.contains("no latency table"), "{html}");
+
+    seed::sweep_latency_table(&db.store).await;
+    // A budget in the middle of the grid's latencies, so some models fit and some do not.
+    let (status, all) =
+        post(&router, &format!("/api/v1/scaling-fits/{fit}/recommend"), ADMIN, &json!({ "budget_ms": 1e9 }))
+            .await;
+    assert_eq!(status, StatusCode::OK, "{all}");
+    let mut latencies: Vec<f64> =
+        all["grid"].as_array().unwrap().iter().map(|g| g["latency_ms"].as_f64().unwrap()).collect();
+    latencies.sort_by(f64::total_cmp);
+    let budget = latencies[latencies.len() / 2];
+    let (status, api) = post(
+        &router,
+        &format!("/api/v1/scaling-fits/{fit}/recommend"),
+        ADMIN,
+        &json!({ "budget_ms": budget }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{api}");
+    let within = api["within_budget"].as_u64().unwrap() as usize;
+    assert!(within > 0 && within < latencies.len(), "{within} of {}", latencies.len());
+
+    let html = ok_page(&router, &format!("/ui/scaling-fits/{fit}?budget_ms={budget}&device=&setting=")).await;
+    let region = svg(&html, "feasible-region");
+    assert_eq!(circles(region, "grid-point").len(), latencies.len(), "one mark per model evaluated");
+    assert_eq!(circles(region, "feasible").len(), within, "the API's count within the budget");
+    let best = circles(region, "best");
+    assert_eq!(best.len(), 1, "one recommendation highlighted");
+    assert_eq!(attr(best[0], "data-depth"), api["best"]["depth"].to_string());
+    assert_eq!(attr(best[0], "data-width"), api["best"]["width"].to_string());
+    let latency: f64 = attr(best[0], "data-latency").parse().unwrap();
+    assert!(latency <= budget, "the best model fits the budget: {latency} > {budget}");
+    let table = html.split("id=\"recommendations\"").nth(1).expect("a table of recommendations");
+    let rows = table.split("</table>").next().unwrap().matches("<tr class=").count();
+    assert_eq!(rows, 1 + api["runners_up"].as_array().unwrap().len(), "the best and the runners-up");
+    let row = table.split("<tr class=\"best\"").nth(1).unwrap();
+    assert_eq!(attr(row, "data-width"), api["best"]["width"].to_string());
+    assert!(attr(row, "data-latency").parse::<f64>().unwrap() <= budget);
+    let constraint = html.split("id=\"constraint\"").nth(1).unwrap();
+    assert!(
+        constraint.contains(&format!("space.hidden_sizes = [{}]", api["best"]["width"]))
+            && constraint.contains(&format!("space.max_operators = {}", api["best"]["layers"])),
+        "{constraint}"
+    );
+}
+
+pub async fn the_fit_page_names_bad_input_and_unknown_fits(db: TestDb) {
+    let (router, _) = api(&db.store);
+    let search = seed::sweep(&router, "bad input sweep").await;
+    let fit = seed::scaling_fit(&router, search).await;
+    seed::sweep_latency_table(&db.store).await;
+    for (query, mention) in [
+        ("budget_ms=-1", "must be a positive number"),
+        ("budget_ms=abc", "is not a number"),
+        ("budget_ms=0.000001", "budget_ms"),
+        ("budget_ms=5&setting=nonsense", "setting"),
+        ("budget_ms=5&device=no-such-device", "no-such-device"),
+    ] {
+        let (status, html) = page(&router, &format!("/ui/scaling-fits/{fit}?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {html}");
+        assert!(
+            html.contains("id=\"recommend-error\"") && html.contains(mention),
+            "{query} names `{mention}`: {html}"
+        );
+        assert!(html.contains("id=\"coefficients\""), "{query}: the fit is still shown");
+        assert!(!html.contains("id=\"feasible-region\""), "{query}");
+    }
+    let cases = [
+        (format!("/ui/scaling-fits/{fit}?colour=red"), StatusCode::BAD_REQUEST, "colour"),
+        ("/ui/scaling-fits/999999".to_owned(), StatusCode::NOT_FOUND, "scaling fit 999999 does not exist"),
+    ];
+    for (uri, want, mention) in cases {
+        let (status, html) = page(&router, &uri).await;
+        assert_eq!(status, want, "{uri}: {html}");
+        assert!(
+            html.contains(mention) && html.contains("<html"),
+            "{uri} answers with a page naming `{mention}`"
+        );
+    }
+    // Text typed into the form comes back escaped.
+    let (_, html) = page(&router, &format!("/ui/scaling-fits/{fit}?budget_ms=%3Cscript%3E")).await;
+    assert_eq!(html.matches("<script").count(), 1, "only the page's own script tag: {html}");
 }

@@ -4,7 +4,7 @@
 use axum::Router;
 use axum::http::StatusCode;
 use coordinator::http::AppState;
-use coordinator::store::Store;
+use coordinator::store::{NewDevice, NewLutEntry, Store};
 use serde_json::{Value, json};
 
 use crate::protocol::{complete, lease, register};
@@ -88,4 +88,92 @@ pub async fn unscored_with_latency(store: &Store, id: i64) -> usize {
 /// Ids in a JSON array of objects with an `id`.
 pub fn ids(items: &Value) -> Vec<i64> {
     items.as_array().unwrap().iter().map(|c| c["id"].as_i64().unwrap()).collect()
+}
+
+/// The law a sweep's simulated training follows: `L = 1.5 + 2·D^-0.5 + 40·W^-0.8`.
+pub fn law_loss(depth: u32, width: u32) -> f64 {
+    1.5 + 2.0 * f64::from(depth).powf(-0.5) + 40.0 * f64::from(width).powf(-0.8)
+}
+
+pub const SWEEP_DEPTHS: [u32; 4] = [2, 4, 6, 8];
+pub const SWEEP_WIDTHS: [u32; 4] = [64, 96, 128, 192];
+
+/// The sweep's spec: attention + FFN blocks over a 4 × 4 grid of depths and widths.
+fn sweep_spec(name: &str) -> Value {
+    let mut s = spec(json!({ "kind": "sweep", "depths": SWEEP_DEPTHS, "widths": SWEEP_WIDTHS }));
+    s["name"] = json!(name);
+    s
+}
+
+/// Creates a sweep and trains every model of its grid to the loss [`law_loss`] gives it.
+pub async fn sweep(router: &Router, name: &str) -> i64 {
+    let (status, created) = post(router, "/api/v1/searches", ADMIN, &sweep_spec(name)).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    let pattern =
+        [search_space::OpKind::Mixer(search_space::MixerKind::Attention), search_space::OpKind::Ffn];
+    register(router, "sweeper").await;
+    let mut trained = 0;
+    while let Some(grant) = lease(router, "sweeper").await {
+        let arch: search_space::Architecture =
+            serde_json::from_value(grant["job"]["architecture"].clone()).unwrap();
+        let depth = coordinator::search::sweep_depth(&arch, &pattern).unwrap();
+        let width = arch.expand().unwrap().hidden_size;
+        let (code, body) = complete(router, &grant, law_loss(depth, width).exp()).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        trained += 1;
+    }
+    assert_eq!(trained, SWEEP_DEPTHS.len() * SWEEP_WIDTHS.len(), "one trial per model of the grid");
+    id
+}
+
+/// Fits the sweep's law over the API; the fit's id.
+pub async fn scaling_fit(router: &Router, search: i64) -> i64 {
+    let (status, fit) =
+        post(router, &format!("/api/v1/searches/{search}/scaling-fits"), ADMIN, &json!({ "resamples": 50 }))
+            .await;
+    assert_eq!(status, StatusCode::CREATED, "{fit}");
+    fit["id"].as_i64().unwrap()
+}
+
+/// A latency table for the test setting covering every width a recommendation considers for the
+/// sweep's block, each operator costing `width / 2000` ms a step, so wider models are slower.
+pub async fn sweep_latency_table(store: &Store) {
+    store
+        .upsert_device(&NewDevice {
+            fingerprint: DEVICE.into(),
+            name: DEVICE.into(),
+            kind: "cpu".into(),
+            info: json!({}),
+        })
+        .await
+        .unwrap();
+    let setting: lut::DeploymentSetting = SETTING.parse().unwrap();
+    let spec: api::SearchSpec = serde_json::from_value(sweep_spec("lut")).unwrap();
+    let pattern =
+        [search_space::OpKind::Mixer(search_space::MixerKind::Attention), search_space::OpKind::Ffn];
+    let mut entries = std::collections::BTreeMap::new();
+    for width in (16..=512).step_by(16) {
+        let Ok(model) = coordinator::search::sweep_architecture(&spec.model, &pattern, 1, width).expand()
+        else {
+            continue;
+        };
+        for shape in lut::shapes_for(&model, &setting) {
+            entries.entry(shape.to_string()).or_insert(f64::from(width) / 2000.0);
+        }
+    }
+    for (op_key, median_ms) in entries {
+        store
+            .put_lut_entry(&NewLutEntry {
+                device: DEVICE.into(),
+                setting_key: setting.key(),
+                op_key,
+                median_ms,
+                p10_ms: median_ms * 0.9,
+                p90_ms: median_ms * 1.1,
+                repeats: 5,
+            })
+            .await
+            .unwrap();
+    }
 }
