@@ -363,6 +363,7 @@ struct FitPage {
     n: usize,
     rmse: String,
     r2: String,
+    converged: bool,
     created: String,
     level: Option<String>,
     bootstrap: Option<String>,
@@ -461,6 +462,7 @@ pub async fn show(
         n: fit.n,
         rmse: fixed(fit.rmse, 5),
         r2: fit.r2.map_or_else(|| "—".to_owned(), |r| fixed(r, 5)),
+        converged: fit.converged,
         created: format::utc(fit.created_at_ms),
         bootstrap: fit
             .bootstrap
@@ -563,6 +565,7 @@ mod tests {
             rmse: 0.0,
             r2: None,
             n: observations.len(),
+            converged: true,
             bootstrap: None,
             extrapolation: None,
             extrapolation_unavailable: None,
