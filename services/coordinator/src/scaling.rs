@@ -29,7 +29,7 @@ use crate::store::{MemberRow, TrialRow, TrialState};
 /// Most bootstrap resamples one fit may ask for.
 pub const MAX_RESAMPLES: u32 = 2_000;
 /// Most (depth, width) pairs one recommendation evaluates.
-pub const MAX_RECOMMEND_GRID: usize = 16_384;
+pub const MAX_RECOMMEND_GRID: usize = 4_096;
 /// Most runners-up a recommendation lists.
 pub const MAX_TOP: u32 = 100;
 
@@ -69,13 +69,13 @@ pub struct FitRequest {
     /// For `depth_width`: the budget whose results are fitted; by default the largest.
     #[serde(default)]
     pub tokens: Option<u64>,
-    /// Bootstrap resamples for the coefficient intervals; 0 for none.
+    /// Bootstrap resamples for the coefficient intervals: 0 for none, otherwise at least 2.
     #[serde(default = "default_resamples")]
-    #[schemars(range(max = MAX_RESAMPLES))]
+    #[schemars(range(max = MAX_RESAMPLES), extend("not" = { "const": 1 }))]
     pub resamples: u32,
     /// Nominal coverage of the intervals, strictly between 0 and 1.
     #[serde(default = "default_level")]
-    #[schemars(range(min = 0.01, max = 0.999))]
+    #[schemars(extend("exclusiveMinimum" = 0, "exclusiveMaximum" = 1))]
     pub level: f64,
     /// Seeds the bootstrap; the same data and seed give the same intervals.
     #[serde(default)]
@@ -493,21 +493,23 @@ pub struct RecommendRequest {
     /// The device whose latency table scores each model; by default the one device with a table
     /// at the setting.
     #[serde(default)]
-    #[schemars(length(min = 1, max = api::spec::MAX_KEY_CHARS))]
+    #[schemars(length(min = 1, max = api::spec::MAX_KEY_CHARS), pattern(api::spec::NOT_BLANK))]
     pub device: Option<String>,
     /// Deployment setting, e.g. `batch=1,prompt=128,gen=1024`; by default the sweep's target.
     #[serde(default)]
-    #[schemars(length(min = 1, max = api::spec::MAX_KEY_CHARS))]
+    #[schemars(length(min = 1, max = api::spec::MAX_KEY_CHARS), pattern(api::spec::NOT_BLANK))]
     pub setting: Option<String>,
     /// The latency budget, milliseconds per decode of the setting.
-    #[schemars(range(min = 0.000_001))]
+    #[schemars(extend("exclusiveMinimum" = 0))]
     pub budget_ms: f64,
     /// Depths (blocks) to consider; by default 1 to twice the deepest swept.
     #[serde(default)]
+    #[schemars(inner(range(min = 1, max = api::spec::MAX_SWEEP_DEPTH)))]
     pub depths: Vec<u32>,
     /// Widths to consider; by default every multiple of 16 from half the narrowest to twice the
     /// widest swept that dimensions the model settings.
     #[serde(default)]
+    #[schemars(inner(range(min = 1, max = search_space::model::MAX_HIDDEN)))]
     pub widths: Vec<u32>,
     /// For a token law: the training budget to predict at; by default the largest swept.
     #[serde(default)]
