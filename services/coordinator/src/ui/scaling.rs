@@ -70,6 +70,18 @@ fn fixed(v: f64, decimals: usize) -> String {
     if v.is_finite() { format!("{v:.decimals$}") } else { "—".to_owned() }
 }
 
+/// Five significant figures, in scientific notation when a fixed form would hide them (a
+/// coefficient a fit drove towards 0 reads `2.0407e-19`, not `0.0000`).
+fn significant(v: f64) -> String {
+    if !v.is_finite() {
+        "—".to_owned()
+    } else if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e6) {
+        format!("{v:.4e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 fn percent(v: f64) -> String {
     if v.is_finite() { format!("{:.2} %", 100.0 * v) } else { "—".to_owned() }
 }
@@ -476,9 +488,9 @@ pub async fn show(
                 name: c.name.clone(),
                 symbol: symbol(&c.name),
                 raw: c.value.to_string(),
-                value: fixed(c.value, 4),
-                lower: c.lower.map_or_else(|| "—".to_owned(), |v| fixed(v, 4)),
-                upper: c.upper.map_or_else(|| "—".to_owned(), |v| fixed(v, 4)),
+                value: significant(c.value),
+                lower: c.lower.map_or_else(|| "—".to_owned(), significant),
+                upper: c.upper.map_or_else(|| "—".to_owned(), significant),
             })
             .collect(),
         extrapolation: fit.extrapolation.as_ref().map(|x| ExtrapolationView {
@@ -571,6 +583,14 @@ mod tests {
             extrapolation_unavailable: None,
             observations,
         }
+    }
+
+    #[test]
+    fn coefficients_keep_their_magnitude() {
+        assert_eq!(significant(7.78364), "7.7836");
+        assert_eq!(significant(2.0407e-19), "2.0407e-19");
+        assert_eq!(significant(0.0), "0.0000");
+        assert_eq!(significant(f64::NAN), "—");
     }
 
     #[test]
