@@ -183,20 +183,12 @@ async fn a_sweep_trains_through_the_service_and_its_fitted_law_recommends_a_mode
         .expect("run lut profile");
     assert!(profiled.status.success(), "{}", String::from_utf8_lossy(&profiled.stderr));
 
-    let port = support::free_port();
-    let _coordinator = serve(&db, port);
-    tokio::task::spawn_blocking(move || wait_ready(port)).await.expect("ready");
+    let (_coordinator, port) = support::coordinator(&db, &support::Serve::default()).await;
     let corpus = corpus();
     let spec = support::write_spec(dir.path(), "sweep", &sweep_spec(corpus.to_str().expect("utf-8 path")));
     let id = submit(port, &spec);
     let _w = worker(port, "sweep-1", &dir.path().join("cache"));
-    let s = tokio::task::spawn_blocking(move || {
-        wait_until(port, id, Duration::from_secs(600), |s| {
-            s["status"] != "running" && s["status"] != "pending"
-        })
-    })
-    .await
-    .expect("wait");
+    let s = support::finished(port, id, Duration::from_secs(600)).await;
     assert_eq!(s["status"], "completed", "{s}");
     assert_eq!(s["progress"]["trials"]["done"], 9, "{s}");
 
