@@ -730,12 +730,9 @@ impl SearchSpec {
         // Each width must dimension the model (heads dividing it, and so on): checked on the
         // shallowest model, once the lists themselves are sound and the settings valid.
         if errs.errors().len() == before && self.model.validate().is_ok() {
-            let depth = depths.iter().copied().min().unwrap_or(1) as usize;
+            let depth = depths.iter().copied().min().unwrap_or(1);
             for (i, &w) in widths.iter().enumerate() {
-                let layers: Vec<OpKind> =
-                    pattern.iter().copied().cycle().take(pattern.len() * depth).collect();
-                let arch = Architecture::from_layers(self.model.with_hidden_size(w), layers);
-                if let Err(e) = arch.expand() {
+                if let Err(e) = sweep_architecture(&self.model, pattern, depth, w).expand() {
                     errs.push(
                         format!("algorithm.widths[{i}]"),
                         format!("width {w} does not fit the model settings: {e}"),
@@ -767,6 +764,12 @@ impl SearchSpec {
         self.space.contains(&genome).map_err(|e| format!("outside the search space: {e}"))?;
         Ok(genome)
     }
+}
+
+/// The model of a sweep's grid point: `pattern` repeated `depth` times at hidden size `width`.
+pub fn sweep_architecture(model: &ModelSettings, pattern: &[OpKind], depth: u32, width: u32) -> Architecture {
+    let layers = pattern.iter().copied().cycle().take(pattern.len() * depth as usize).collect();
+    Architecture::from_layers(model.with_hidden_size(width), layers).named(format!("sweep-d{depth}-w{width}"))
 }
 
 impl SearchSpec {

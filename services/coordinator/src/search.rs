@@ -20,6 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use api::spec::sweep_architecture;
 use api::{SearchSpec, WidthMode};
 use lut::DeploymentSetting;
 use rand::SeedableRng;
@@ -244,17 +245,6 @@ impl SearchDriver {
 /// A budget, or an objective that is latency, needs the table.
 fn needs_latency(spec: &SearchSpec) -> bool {
     spec.target.latency_budget_ms.is_some() || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. })
-}
-
-/// The model of a sweep's grid point: `pattern` repeated `depth` times at hidden size `width`.
-pub fn sweep_architecture(
-    model: &search_space::ModelSettings,
-    pattern: &[OpKind],
-    depth: u32,
-    width: u32,
-) -> Architecture {
-    let layers = pattern.iter().copied().cycle().take(pattern.len() * depth as usize).collect();
-    Architecture::from_layers(model.with_hidden_size(width), layers).named(format!("sweep-d{depth}-w{width}"))
 }
 
 /// The depth (blocks of `pattern`) of a sweep's model, from its architecture.

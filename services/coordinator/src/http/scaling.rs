@@ -131,17 +131,7 @@ pub async fn run_recommend(
         Err(reason) => return Err(ApiError::field("device", reason)),
     };
     let device = table.device().to_owned();
-    let model: Box<dyn crate::latency::LatencyModel> = Box::new(table);
-    Ok(scaling::recommend(
-        fit,
-        &spec.model,
-        model.as_ref(),
-        device,
-        setting.key(),
-        &depths,
-        &widths,
-        request,
-    )?)
+    Ok(scaling::recommend(fit, &spec.model, &table, device, setting.key(), &depths, &widths, request)?)
 }
 
 async fn recommend(
