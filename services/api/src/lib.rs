@@ -1,6 +1,7 @@
 //! Wire types shared by the coordinator, the worker and the `frontier` client commands.
 //!
 //! # Layout
+//! - [`accuracy`]: per-task accuracy floors and objectives for searches on synthetic tasks.
 //! - [`spec`]: the search spec (JSON over HTTP, TOML or JSON files) and its field-path validation.
 //! - [`wire`]: worker protocol messages (register, lease, heartbeat, complete, fail) and the error body.
 //!
@@ -8,8 +9,10 @@
 //! Plain data with serde: no IO, no logic beyond validation. Both services depend on this crate, so a
 //! message is defined once.
 
+pub mod accuracy;
 pub mod spec;
 pub mod wire;
 
+pub use accuracy::AccuracyGoals;
 pub use spec::{Algorithm, Halving, ProxyBudget, SearchSpec, SeedDesign, Target, WidthMode};
 pub use wire::*;

@@ -11,6 +11,8 @@ use search_space::model::MAX_META_TOKENS;
 use search_space::{Architecture, Genome, ModelSettings, OpKind, SearchSpace, Topology, ValidationErrors};
 use serde::{Deserialize, Serialize};
 
+use crate::accuracy::{self, AccuracyGoals};
+
 /// Text: any characters but NUL (which a Postgres text column cannot hold).
 pub const TEXT: &str = r"^[^\u0000]*$";
 /// Text with at least one character that is not whitespace (as `str::trim` sees it).
@@ -97,6 +99,9 @@ pub struct SearchSpec {
     pub proxy: ProxyBudget,
     /// The search algorithm and its sizes.
     pub algorithm: Algorithm,
+    /// Floors on, or objectives of, per-task accuracy; for synthetic proxy corpora only.
+    #[serde(default, skip_serializing_if = "AccuracyGoals::is_empty")]
+    pub accuracy: AccuracyGoals,
     /// Successive halving over token budgets; off when absent.
     #[serde(default)]
     pub halving: Option<Halving>,
@@ -129,7 +134,7 @@ fn example_spec() -> serde_json::Value {
             "hidden_sizes": [64, 128]
         },
         "target": { "setting": "batch=1,prompt=16,gen=32" },
-        "proxy": { "tokens": 4096, "seq_len": 32, "batch_size": 4, "corpus": "synthetic:copy" },
+        "proxy": { "tokens": 4096, "seq_len": 32, "batch_size": 4, "corpus": "synthetic:selective_copying" },
         "algorithm": { "kind": "aging_evolution", "population": 4, "sample_size": 2, "per_cycle": 2, "cycles": 1 },
         "seed": 3
     })
@@ -487,6 +492,12 @@ impl SearchSpec {
         }
         self.validate_proxy(&mut errs);
         self.validate_algorithm(&mut errs);
+        if matches!(self.algorithm, Algorithm::Sweep { .. }) && !self.accuracy.is_empty() {
+            errs.push("accuracy", "a sweep fits a scaling law to the loss; it takes no accuracy goals");
+        } else {
+            let nsga2 = matches!(self.algorithm, Algorithm::Nsga2 { .. });
+            self.accuracy.validate(&self.proxy.corpus, nsga2, self.algorithm.name(), &mut errs);
+        }
         if let Some(h) = &self.halving {
             if !(1..=8).contains(&h.rungs) {
                 errs.push("halving.rungs", format!("must be in 1..=8, got {}", h.rungs));
@@ -560,6 +571,8 @@ impl SearchSpec {
             );
         } else if let Some(problem) = text_problem(&p.corpus, MAX_CORPUS_CHARS, true) {
             errs.push("proxy.corpus", problem);
+        } else {
+            accuracy::validate_corpus(&p.corpus, errs);
         }
         if p.tokenizer != "bytes"
             && !p
@@ -813,6 +826,10 @@ mod tests {
         let sweep = example("sweep.toml");
         assert_eq!(sweep.algorithm.planned_candidates(), 16);
         assert_eq!(sweep.algorithm.sweep_budgets(sweep.proxy.tokens), [131_072]);
+        let recall = example("recall.toml");
+        assert_eq!(recall.accuracy.maximize, ["in_context_recall"]);
+        assert_eq!(recall.accuracy.min.get("in_context_recall"), Some(&0.5));
+        assert_eq!(recall.width, WidthMode::Evolved);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Requests and responses between the coordinator, workers and clients. Plain data, no logic.
 
+use std::collections::BTreeMap;
+
 use schemars::JsonSchema;
 use search_space::Architecture;
 use serde::{Deserialize, Serialize};
@@ -133,9 +135,9 @@ pub struct TrialMetrics {
     #[serde(default)]
     #[schemars(extend("exclusiveMinimum" = 0))]
     pub measured_latency_ms: Option<f64>,
-    /// Per-task accuracy on synthetic corpora.
+    /// Per-task accuracy on synthetic corpora: task → share of scored answers right, in [0, 1].
     #[serde(default)]
-    pub accuracy: Option<Value>,
+    pub accuracy: Option<BTreeMap<String, f64>>,
     /// Which device trained it.
     pub device: String,
 }

@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 pub use api::spec::sweep_architecture;
-use api::{SearchSpec, WidthMode};
+use api::{AccuracyGoals, SearchSpec, WidthMode};
 use lut::DeploymentSetting;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -151,7 +151,7 @@ impl SearchDriver {
             return self.fail(search_id, hint).await;
         }
         let ctx = engine_context(&spec);
-        let history = history(&members);
+        let history = history(&members, &spec.accuracy);
         let Some(engine) = engine::engine_for(&spec.algorithm) else {
             return self.fail(search_id, format!("`{}` has no engine", spec.algorithm.name())).await;
         };
@@ -280,11 +280,12 @@ fn first_generation(members: &[MemberRow]) -> BTreeMap<i64, i64> {
     first
 }
 
-/// The engine's view of the stored generations.
-pub fn history(members: &[MemberRow]) -> History {
+/// The engine's view of the stored generations, with the accuracy goals of the search applied to
+/// each result.
+pub fn history(members: &[MemberRow], goals: &AccuracyGoals) -> History {
     let mut history = History::default();
     for m in members {
-        let Some(member) = member_of(&m.candidate) else {
+        let Some(member) = member_of(&m.candidate, goals) else {
             continue;
         };
         let g = m.generation as usize;
@@ -296,7 +297,7 @@ pub fn history(members: &[MemberRow]) -> History {
     history
 }
 
-fn member_of(c: &CandidateRow) -> Option<Member> {
+fn member_of(c: &CandidateRow, goals: &AccuracyGoals) -> Option<Member> {
     let arch: Architecture = serde_json::from_value(c.architecture.clone()).ok()?;
     let Topology::Genome(genome) = arch.topology else {
         return None;
@@ -309,13 +310,24 @@ fn member_of(c: &CandidateRow) -> Option<Member> {
         }),
         _ => None,
     };
+    // The goals are applied to the stored accuracy here too, so the engines see them whatever
+    // the `feasible` column says (it is updated when each result arrives).
+    let (shortfall, task_errors) = match objectives {
+        Some(_) => {
+            let accuracy = c.accuracy().unwrap_or_default();
+            (goals.shortfall(&accuracy), goals.errors(&accuracy))
+        }
+        None => (0.0, Vec::new()),
+    };
     Some(Member {
         candidate_id: c.id,
         genome,
         hidden_size: c.hidden_size as u32,
         objectives,
         rung: c.rung.max(0) as u32,
-        feasible: c.feasible,
+        feasible: c.feasible && shortfall <= 0.0,
+        shortfall,
+        task_errors,
     })
 }
 

@@ -35,6 +35,7 @@
 //! changes nothing. Time is passed in by the caller (`now_ms`), which makes every queue function a
 //! step that tests drive with a fake clock; the coordinator's driver passes the wall clock.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -316,6 +317,14 @@ pub struct CandidateRow {
     pub updated_at_ms: i64,
 }
 
+impl CandidateRow {
+    /// Per-task accuracy of the latest result (synthetic corpora only).
+    pub fn accuracy(&self) -> Option<BTreeMap<String, f64>> {
+        let accuracy = self.metrics.as_ref()?.get("accuracy")?;
+        serde_json::from_value(accuracy.clone()).ok()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct TrialRow {
     pub id: i64,
@@ -364,6 +373,9 @@ pub struct TrialResult {
     pub result_json: Value,
     /// Measured end-to-end decode latency, when the trial measured it.
     pub measured_latency_ms: Option<f64>,
+    /// Whether the result meets the search's accuracy floors; `None` leaves the candidate's
+    /// `feasible` as it is (no floors, or a diverged result).
+    pub meets_floors: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
@@ -775,7 +787,7 @@ impl Store {
             "UPDATE candidates
              SET status = $1, rung = $2, val_loss = $3, ppl = $4, metrics = $5,
                  measured_latency_ms = COALESCE($6, measured_latency_ms), error = NULL,
-                 updated_at_ms = $7
+                 updated_at_ms = $7, feasible = COALESCE($9, feasible)
              WHERE id = $8 AND rung <= $2",
         )
         .bind(status.as_str())
@@ -786,6 +798,7 @@ impl Store {
         .bind(result.measured_latency_ms)
         .bind(now_ms)
         .bind(trial.candidate_id)
+        .bind(result.meets_floors.map(i64::from))
         .persistent(false) // binds nullable reals (module doc, "Nullable reals")
         .execute(&mut *tx)
         .await?;
@@ -1069,8 +1082,8 @@ pub struct LeaderboardQuery {
 /// Counts of a search's trials and candidates by state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
 pub struct SearchProgress {
-    pub trials: std::collections::BTreeMap<String, i64>,
-    pub candidates: std::collections::BTreeMap<String, i64>,
+    pub trials: BTreeMap<String, i64>,
+    pub candidates: BTreeMap<String, i64>,
     pub generations: i64,
 }
 

@@ -457,7 +457,7 @@ fn retryable(e: &RunError) -> bool {
 }
 
 fn metrics_of(run: TrainRun, loss_curve: Vec<(u64, f64)>, measured_latency_ms: Option<f64>) -> TrialMetrics {
-    let accuracy = run.accuracy().and_then(|a| serde_json::to_value(a).ok());
+    let accuracy = run.accuracy().cloned();
     match run.outcome {
         Outcome::Completed(r) => TrialMetrics {
             outcome: "completed".into(),

@@ -122,6 +122,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     ppl: 7.4,
                     result_json: serde_json::json!({}),
                     measured_latency_ms: None,
+                    meets_floors: None,
                 };
                 store
                     .complete_trial(lease.trial_id, &lease.lease_token, &result, now)

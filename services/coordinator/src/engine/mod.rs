@@ -44,8 +44,15 @@ pub struct Member {
     pub objectives: Option<Objectives>,
     /// Highest successive-halving rung with a result (0 without halving).
     pub rung: u32,
-    /// Meets the latency budget (always true without a budget).
+    /// Meets every constraint of the search: the latency budget and the accuracy floors (always
+    /// true without either).
     pub feasible: bool,
+    /// How far the member's accuracy falls below the search's floors, summed over the tasks
+    /// (0 without floors, when they are met, or while unscored); see [`api::AccuracyGoals`].
+    pub shortfall: f64,
+    /// The error rate (1 − accuracy) of each task the search maximises, in the spec's order:
+    /// extra objectives for NSGA-II (empty without them, or while unscored).
+    pub task_errors: Vec<f64>,
 }
 
 /// What a member scored.

@@ -12,10 +12,13 @@
 //! real-coded GA on ZDT1.
 //!
 //! # The engine
-//! Objectives: perplexity and decode latency, plus decode memory with `memory_objective`. A
-//! member over the latency budget has a violation equal to its latency (every infeasible member
-//! exceeds the same budget, so ordering by latency orders by violation). Unscored members (not
-//! yet trained, failed, diverged) rank after every scored one.
+//! Objectives: perplexity and decode latency, plus decode memory with `memory_objective`, plus
+//! the error rate (1 − accuracy) of each task the spec's `accuracy.maximize` names. A member
+//! below the accuracy floors has a violation equal to its shortfall (the summed gap to the
+//! floors); a member over the latency budget, one equal to its latency (every such member
+//! exceeds the same budget, so ordering by latency orders by violation; the driver never trains
+//! one, so only reused results get here). Unscored members (not yet trained, failed, diverged)
+//! rank after every scored one.
 //!
 //! The population is rebuilt from the history on every call, so the engine keeps no state: the
 //! population after generation 0 is the best `population` members of generation 0, and the
@@ -232,13 +235,15 @@ pub struct Nsga2 {
 }
 
 impl Nsga2 {
-    /// The objective vector of a scored member.
+    /// The objective vector of a scored member: perplexity, latency, memory when asked for, then
+    /// the error rate of each maximised task.
     fn objectives(&self, m: &Member) -> Option<Vec<f64>> {
         m.objectives.map(|o| {
             let mut v = vec![o.ppl, o.latency_ms];
             if self.memory_objective {
                 v.push(o.memory_bytes);
             }
+            v.extend_from_slice(&m.task_errors);
             v
         })
     }
@@ -251,6 +256,7 @@ impl Nsga2 {
         let violations: Vec<f64> = scored
             .iter()
             .map(|i| match members[*i].objectives {
+                Some(_) if members[*i].shortfall > 0.0 => members[*i].shortfall,
                 Some(o) if !members[*i].feasible => o.latency_ms.max(f64::MIN_POSITIVE),
                 _ => 0.0,
             })
@@ -357,7 +363,16 @@ fn crossover(ctx: &EngineContext, a: &Member, b: &Member, rng: &mut ChaCha8Rng) 
         if is_parent(a) || is_parent(b) || ctx.space.contains(&genome).is_err() {
             continue;
         }
-        return Some(Member { genome, hidden_size, objectives: None, rung: 0, feasible: true, ..a.clone() });
+        return Some(Member {
+            genome,
+            hidden_size,
+            objectives: None,
+            rung: 0,
+            feasible: true,
+            shortfall: 0.0,
+            task_errors: Vec::new(),
+            ..a.clone()
+        });
     }
     None
 }
@@ -658,5 +673,61 @@ mod tests {
             assert_eq!(on_front, !dominated, "candidate {}", m.candidate_id);
         }
         assert!(best.iter().all(|m| m.feasible));
+    }
+
+    #[test]
+    fn members_below_the_accuracy_floors_rank_after_feasible_ones_by_their_shortfall() {
+        let ctx = EngineContext { space: roomy_space(), seeds: Vec::new(), evolve_width: false };
+        let e = Nsga2 { population: 4, memory_objective: false, ..engine() };
+        let mut r = rng(2);
+        let proposals: Vec<Proposal> =
+            (0..6).map(|_| crate::engine::random_proposal(&ctx, &mut r, "random").unwrap()).collect();
+        let mut members = evaluate(&proposals, 0, |_| true);
+        // 0..3 fall short of the floors with the best perplexities, 0 by the least.
+        for (i, m) in members.iter_mut().enumerate().take(3) {
+            m.objectives.as_mut().unwrap().ppl = i as f64 * 0.01;
+            m.feasible = false;
+            m.shortfall = 0.1 * (i + 1) as f64;
+        }
+        let history = History { generations: vec![members] };
+        let population = |n: u32| {
+            let mut ids: Vec<i64> =
+                Nsga2 { population: n, ..e }.population(&history).iter().map(|m| m.candidate_id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        assert_eq!(population(3), [3, 4, 5], "the feasible members first");
+        assert_eq!(population(4), [0, 3, 4, 5], "then the smallest shortfall");
+        assert_eq!(population(5), [0, 1, 3, 4, 5]);
+        assert!(e.best(&history).iter().all(|m| m.candidate_id >= 3));
+    }
+
+    #[test]
+    fn a_maximised_task_is_one_more_objective() {
+        let ctx = EngineContext { space: roomy_space(), seeds: Vec::new(), evolve_width: false };
+        let e = Nsga2 { memory_objective: false, ..engine() };
+        let mut r = rng(3);
+        let proposals: Vec<Proposal> =
+            (0..3).map(|_| crate::engine::random_proposal(&ctx, &mut r, "random").unwrap()).collect();
+        let mut members = evaluate(&proposals, 0, |_| true);
+        // Equal perplexity and latency: only the recall error separates them.
+        for (m, error) in members.iter_mut().zip([0.5, 0.1, 0.1]) {
+            let o = m.objectives.as_mut().unwrap();
+            (o.ppl, o.latency_ms) = (10.0, 5.0);
+            m.task_errors = vec![error];
+        }
+        assert_eq!(e.objectives(&members[0]), Some(vec![10.0, 5.0, 0.5]));
+        let refs: Vec<&Member> = members.iter().collect();
+        let ranking = e.rank(&refs);
+        assert_eq!(ranking.rank, [1, 0, 0], "the worse recall is dominated");
+        let history = History { generations: vec![members.clone()] };
+        let best: Vec<i64> = e.best(&history).iter().map(|m| m.candidate_id).collect();
+        assert_eq!(best, [1, 2]);
+        // Without the objective the three tie on the first front.
+        for m in &mut members {
+            m.task_errors.clear();
+        }
+        let refs: Vec<&Member> = members.iter().collect();
+        assert_eq!(e.rank(&refs).rank, [0, 0, 0]);
     }
 }

@@ -46,6 +46,8 @@ pub fn evaluate(proposals: &[Proposal], first_id: i64, feasible: impl Fn(i64) ->
             objectives: Some(objectives(p)),
             rung: 0,
             feasible: feasible(id),
+            shortfall: 0.0,
+            task_errors: Vec::new(),
         })
         .collect()
 }

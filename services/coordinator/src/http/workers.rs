@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use api::spec::{MAX_KEY_CHARS, text_problem};
 use api::{
     CompleteTrial, FailTrial, Heartbeat, HeartbeatAck, LeaseGrant, LeaseRequest, RegisterWorker, Registered,
-    SearchSpec, TrialJob,
+    SearchSpec, TrialJob, TrialMetrics,
 };
 use axum::Json;
 use axum::Router;
@@ -203,12 +203,24 @@ async fn complete(
             "must be a positive number of milliseconds",
         ));
     }
-    let (val_loss, ppl) = if m.outcome == "diverged" { (f64::NAN, f64::NAN) } else { (m.val_loss, m.ppl) };
+    for (task, a) in m.accuracy.iter().flatten() {
+        if !(a.is_finite() && (0.0..=1.0).contains(a)) {
+            let task: String = task.chars().take(40).collect();
+            return Err(ApiError::field(
+                format!("metrics.accuracy.{task}"),
+                format!("must be an accuracy in [0, 1], got {a}"),
+            ));
+        }
+    }
+    let diverged = m.outcome == "diverged";
+    let (val_loss, ppl) = if diverged { (f64::NAN, f64::NAN) } else { (m.val_loss, m.ppl) };
+    let meets_floors = if diverged { None } else { meets_floors(&state, id, m).await? };
     let result = TrialResult {
         val_loss,
         ppl,
         result_json: serde_json::to_value(m).unwrap_or_default(),
         measured_latency_ms: m.measured_latency_ms,
+        meets_floors,
     };
     let done = if impossible_token(&req.lease_token) {
         Err(crate::store::StoreError::StaleLease { trial_id: id })
@@ -222,6 +234,24 @@ async fn complete(
     Metrics::add(&state.metrics.trials_completed, 1);
     state.search_changed.notify_one();
     Ok(Json(TrialAck { trial_id: trial.id, state: trial.state }))
+}
+
+/// Whether a result meets its search's accuracy floors; `None` when the search has none (or the
+/// trial does not exist: completing it then answers 404).
+async fn meets_floors(state: &AppState, trial_id: i64, m: &TrialMetrics) -> Result<Option<bool>, ApiError> {
+    let Some(trial) = state.store.get_trial(trial_id).await? else {
+        return Ok(None);
+    };
+    let Some(search) = state.store.get_search(trial.search_id).await? else {
+        return Ok(None);
+    };
+    let Ok(spec) = serde_json::from_value::<SearchSpec>(search.spec) else {
+        return Ok(None);
+    };
+    if spec.accuracy.min.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(spec.accuracy.met(&m.accuracy.clone().unwrap_or_default())))
 }
 
 async fn fail(

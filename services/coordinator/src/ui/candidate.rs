@@ -1,6 +1,8 @@
 //! One candidate: the layer strip, its dimensions and per-layer latency, the loss curve, lineage,
 //! trials and export links.
 
+use std::collections::BTreeMap;
+
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -302,21 +304,26 @@ pub async fn show(
     let e = entry(&c);
     let context = setting.map(|s| s.context_tokens());
     let facts = facts(&c, &model, context);
-    let accuracy = c
-        .metrics
-        .as_ref()
-        .and_then(|m| m.get("accuracy"))
-        .and_then(Value::as_object)
-        .map(|tasks| {
-            tasks
-                .iter()
-                .map(|(task, v)| Fact {
-                    label: "",
-                    value: format!("{task}: {}", v.as_f64().map_or("—".to_owned(), |a| format!("{a:.3}"))),
-                })
-                .collect()
-        })
+    // Each task's accuracy, with the search's floor for it when there is one.
+    let floors: BTreeMap<String, f64> = search
+        .spec
+        .get("accuracy")
+        .and_then(|a| serde_json::from_value::<api::AccuracyGoals>(a.clone()).ok())
+        .map(|g| g.min)
         .unwrap_or_default();
+    let accuracy = c
+        .accuracy()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(task, a)| {
+            let floor = match floors.get(&task) {
+                Some(f) if a < *f => format!(" — below the floor of {f:.3}"),
+                Some(f) => format!(" (floor {f:.3})"),
+                None => String::new(),
+            };
+            Fact { label: "", value: format!("{task}: {a:.3}{floor}") }
+        })
+        .collect();
     let page = CandidatePage {
         title: format!("Candidate {id}"),
         id,

@@ -9,6 +9,7 @@
               does not recognise as tests"
 )]
 
+mod accuracy;
 #[path = "../store/helpers.rs"]
 #[allow(dead_code, reason = "shared with the store tests; not every helper is used here")]
 mod helpers;
@@ -19,6 +20,8 @@ mod searches;
 mod security;
 
 on_both_backends! {
+    accuracy::a_candidate_below_an_accuracy_floor_is_infeasible_and_never_a_parent,
+    accuracy::nsga2_takes_accuracy_as_an_objective_and_refuses_goals_it_cannot_measure,
     requests::mutating_search_endpoints_need_the_admin_token,
     requests::worker_endpoints_need_the_worker_token,
     requests::malformed_json_is_a_400_and_a_wrong_field_a_422_with_its_path,

@@ -20,6 +20,7 @@ fn result(ppl: f64) -> TrialResult {
         ppl,
         result_json: json!({ "loss_curve": [[1, 5.0]] }),
         measured_latency_ms: Some(3.5),
+        meets_floors: None,
     }
 }
 

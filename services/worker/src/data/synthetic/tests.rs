@@ -213,3 +213,10 @@ fn a_layout_that_does_not_fit_the_sequence_length_is_refused() {
     assert!(err("fuzzy_recall?key_motif=9", 64).contains("motifs of 9 tokens"));
     assert!(SyntheticTasks::new(&"selective_copying".parse().unwrap(), 33).is_ok());
 }
+
+#[test]
+fn the_tasks_are_the_ones_search_specs_name() {
+    let names: Vec<&str> = Task::ALL.iter().map(|t| t.name()).collect();
+    assert_eq!(names, api::accuracy::SYNTHETIC_TASKS);
+    assert_eq!(super::super::SYNTHETIC_PREFIX, api::accuracy::SYNTHETIC_PREFIX);
+}
