@@ -1,7 +1,7 @@
 //! The searches list, one search's page (Pareto plot, progress plots, leaderboard table) and the
 //! table as CSV.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
@@ -305,11 +305,23 @@ pub struct TableRow {
     pub rung: String,
     pub status: &'static str,
     pub feasible: bool,
+    /// Accuracy on each of the search's synthetic tasks ([`Table::tasks`]), `—` before a result;
+    /// `true` when below the task's floor.
+    pub accuracy: Vec<(String, bool)>,
 }
 
 impl TableRow {
-    fn of(rank: i64, c: &CandidateRow) -> Self {
+    fn of(rank: i64, c: &CandidateRow, goals: &TaskColumns) -> Self {
         let e = entry(c);
+        let measured = c.accuracy().unwrap_or_default();
+        let accuracy = goals
+            .tasks
+            .iter()
+            .map(|t| match measured.get(t) {
+                Some(a) => (format!("{a:.3}"), goals.floors.get(t).is_some_and(|f| a < f)),
+                None => ("—".to_owned(), false),
+            })
+            .collect();
         Self {
             rank,
             id: c.id,
@@ -324,7 +336,29 @@ impl TableRow {
             rung: if c.rung < 0 { "—".to_owned() } else { c.rung.to_string() },
             status: c.status.as_str(),
             feasible: c.feasible,
+            accuracy,
         }
+    }
+}
+
+/// The synthetic tasks a search trains (one accuracy column each) and its accuracy floors.
+#[derive(Debug, Default)]
+pub struct TaskColumns {
+    pub tasks: Vec<String>,
+    pub floors: BTreeMap<String, f64>,
+}
+
+impl TaskColumns {
+    fn of(spec: &Value) -> Self {
+        let corpus = spec.pointer("/proxy/corpus").and_then(Value::as_str).unwrap_or_default();
+        let mut tasks = api::accuracy::synthetic_tasks(corpus).unwrap_or_default();
+        tasks.retain(|t| api::accuracy::SYNTHETIC_TASKS.contains(&t.as_str()));
+        let floors = spec
+            .get("accuracy")
+            .and_then(|a| serde_json::from_value::<api::AccuracyGoals>(a.clone()).ok())
+            .map(|g| g.min)
+            .unwrap_or_default();
+        Self { tasks, floors }
     }
 }
 
@@ -376,6 +410,8 @@ fn table_href(
 #[derive(Debug)]
 pub struct Table {
     pub headers: Vec<Header>,
+    /// One accuracy column per synthetic task the search trains, after the others.
+    pub tasks: Vec<String>,
     pub rows: Vec<TableRow>,
     pub sort: &'static str,
     pub feasible_only: bool,
@@ -455,9 +491,11 @@ pub async fn show(
             Header { label, key: key.map(|k| k.0), href, arrow, numeric }
         })
         .collect();
+    let columns = TaskColumns::of(&row.spec);
     let table = Table {
         headers,
-        rows: rows.iter().enumerate().map(|(i, c)| TableRow::of(start + i as i64, c)).collect(),
+        rows: rows.iter().enumerate().map(|(i, c)| TableRow::of(start + i as i64, c, &columns)).collect(),
+        tasks: columns.tasks.iter().map(|t| format!("{t} acc.")).collect(),
         sort: q.sort.name(),
         feasible_only: q.feasible_only,
         feasible_href: table_href(id, q.sort, q.descending, !q.feasible_only, None),
@@ -512,7 +550,7 @@ pub async fn csv(
 ) -> Result<Response, UiError> {
     let params = query(params)?;
     let q = params.leaderboard()?;
-    search_row(&state, id).await?;
+    let columns = TaskColumns::of(&search_row(&state, id).await?.spec);
     let mut query = LeaderboardQuery { limit: 1000, after: None, ..q };
     let mut out = csv::Writer::from_writer(Vec::new());
     let header = [
@@ -533,13 +571,16 @@ pub async fn csv(
         "mutation",
     ];
     let write_err = |e: csv::Error| UiError::Internal(format!("csv: {e}"));
+    let header =
+        header.into_iter().map(str::to_owned).chain(columns.tasks.iter().map(|t| format!("accuracy.{t}")));
     out.write_record(header).map_err(write_err)?;
     let opt = |v: Option<f64>| v.map_or_else(String::new, |v| v.to_string());
     loop {
         let rows = state.store.leaderboard(id, &query).await?;
         for c in &rows {
             let e = entry(c);
-            out.write_record([
+            let accuracy = c.accuracy().unwrap_or_default();
+            let fields = [
                 c.id.to_string(),
                 e.name.unwrap_or_default(),
                 e.pattern,
@@ -555,8 +596,9 @@ pub async fn csv(
                 c.feasible.to_string(),
                 c.parent_id.map_or_else(String::new, |p| p.to_string()),
                 c.mutation.clone().unwrap_or_default(),
-            ])
-            .map_err(write_err)?;
+            ];
+            let tasks = columns.tasks.iter().map(|t| opt(accuracy.get(t).copied()));
+            out.write_record(fields.into_iter().chain(tasks)).map_err(write_err)?;
         }
         match rows.last().filter(|_| rows.len() as i64 == query.limit) {
             Some(last) => {

@@ -29,6 +29,7 @@ on_both_backends! {
     pages::the_plot_marks_every_placed_candidate_and_the_front_matches_the_api,
     pages::the_table_sorts_by_every_column_and_pages_by_cursor,
     pages::the_csv_holds_every_row_in_the_tables_order,
+    pages::the_leaderboard_shows_per_task_accuracy_and_marks_results_below_a_floor,
     pages::user_text_is_escaped,
     pages::bad_input_is_a_page_naming_the_problem,
     pages::protected_reads_need_a_token_or_the_sign_in_cookie,

@@ -466,3 +466,58 @@ pub async fn the_fit_page_names_bad_input_and_unknown_fits(db: TestDb) {
     let (_, html) = page(&router, &format!("/ui/scaling-fits/{fit}?budget_ms=%3Cscript%3E")).await;
     assert_eq!(html.matches("<script").count(), 1, "only the page's own script tag: {html}");
 }
+
+pub async fn the_leaderboard_shows_per_task_accuracy_and_marks_results_below_a_floor(db: TestDb) {
+    let (router, state) = api(&db.store);
+    let mut s = crate::requests::spec(json!({ "kind": "random", "candidates": 4, "batch": 4 }));
+    s["proxy"]["corpus"] = json!("synthetic:in_context_recall,selective_copying?copy=8");
+    s["accuracy"] = json!({ "min": { "in_context_recall": 0.8 } });
+    let (status, created) = post(&router, "/api/v1/searches", ADMIN, &s).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_i64().unwrap();
+    crate::protocol::register(&router, "sim").await;
+    // Recall 0.95, 0.5, 0.95, ... in lease order; copying always 0.25.
+    let mut recall = std::collections::BTreeMap::new();
+    let mut n = 0;
+    while let Some(grant) = crate::protocol::lease(&router, "sim").await {
+        let r = if n % 2 == 0 { 0.95 } else { 0.5 };
+        n += 1;
+        let mut metrics = crate::protocol::metrics(10.0 + f64::from(n));
+        metrics["accuracy"] = json!({ "in_context_recall": r, "selective_copying": 0.25 });
+        let body = json!({ "lease_token": grant["lease_token"], "metrics": metrics });
+        let (code, ack) =
+            post(&router, &format!("/api/v1/trials/{}/complete", grant["trial_id"]), WORKER, &body).await;
+        assert_eq!(code, StatusCode::OK, "{ack}");
+        recall.insert(grant["candidate_id"].as_i64().unwrap(), r);
+    }
+    assert!(recall.len() >= 2, "{recall:?}");
+
+    let search = ok_page(&router, &format!("/ui/searches/{id}")).await;
+    assert!(
+        search.contains("in_context_recall acc.") && search.contains("selective_copying acc."),
+        "{search}"
+    );
+    for (cid, r) in &recall {
+        let row = search
+            .split("<tr class=\"candidate")
+            .find(|r| r.contains(&format!("data-id=\"{cid}\">")))
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap();
+        let short = *r < 0.8;
+        assert!(row.contains(&format!("{r:.3}")) && row.contains("0.250"), "candidate {cid}: {row}");
+        assert_eq!(row.contains("accuracy short"), short, "candidate {cid}: {row}");
+        let candidate = ok_page(&router, &format!("/ui/candidates/{cid}")).await;
+        assert_eq!(candidate.contains("below the floor of 0.800"), short, "candidate {cid}");
+    }
+    let (_, _, body) =
+        raw(&router, Request::get(format!("/ui/searches/{id}/leaderboard.csv")).body(Body::empty()).unwrap())
+            .await;
+    let mut reader = csv::Reader::from_reader(body.as_bytes());
+    let head = reader.headers().unwrap().clone();
+    let col = |name: &str| head.iter().position(|h| h == name).unwrap();
+    for row in reader.records().map(Result::unwrap) {
+        let cid: i64 = row[col("id")].parse().unwrap();
+        assert_eq!(row[col("accuracy.in_context_recall")].parse::<f64>().unwrap(), recall[&cid]);
+        assert_eq!(row[col("feasible")], (recall[&cid] >= 0.8).to_string());
+    }
+}
