@@ -468,7 +468,7 @@ pub async fn the_fit_page_names_bad_input_and_unknown_fits(db: TestDb) {
 }
 
 pub async fn the_leaderboard_shows_per_task_accuracy_and_marks_results_below_a_floor(db: TestDb) {
-    let (router, state) = api(&db.store);
+    let (router, _) = api(&db.store);
     let mut s = crate::requests::spec(json!({ "kind": "random", "candidates": 4, "batch": 4 }));
     s["proxy"]["corpus"] = json!("synthetic:in_context_recall,selective_copying?copy=8");
     s["accuracy"] = json!({ "min": { "in_context_recall": 0.8 } });
