@@ -15,10 +15,13 @@
 //!    transaction. An engine with nothing left to propose completes the search.
 //!
 //! Everything the step needs is in the store, so a restarted coordinator simply resumes stepping.
-//! Two coordinators stepping one search cannot both record generation `g`: the members table's
-//! primary key (search, generation, slot) refuses the second.
+//! Within one coordinator, steps run one at a time (the create handler and the background loop
+//! would otherwise race to record a new search's first generation). Two coordinators stepping one
+//! search cannot both record generation `g`: the members table's primary key (search, generation,
+//! slot) refuses the second.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 pub use api::spec::sweep_architecture;
 use api::{AccuracyGoals, SearchSpec, WidthMode};
@@ -26,6 +29,7 @@ use lut::DeploymentSetting;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use search_space::{Architecture, ModelSpec, OpKind, Topology};
+use tokio::sync::Mutex;
 
 use crate::engine::{self, EngineContext, History, Member, Objectives, halving};
 use crate::latency::{self, LatencyModel};
@@ -64,16 +68,21 @@ pub enum DriverError {
 #[derive(Debug, Clone)]
 pub struct SearchDriver {
     store: Store,
+    /// Held for the whole of a step: the handler that creates a search steps it at once, and
+    /// the background loop may be stepping the same search; one at a time, the second sees the
+    /// generation the first recorded instead of colliding with it.
+    stepping: Arc<Mutex<()>>,
 }
 
 impl SearchDriver {
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, stepping: Arc::default() }
     }
 
     /// One pass over search `search_id`; see the module doc.
     #[tracing::instrument(skip_all, fields(search_id = search_id), err)]
     pub async fn step(&self, search_id: i64) -> Result<StepOutcome, DriverError> {
+        let _one_at_a_time = self.stepping.lock().await;
         let search = self.store.get_search(search_id).await?.ok_or(DriverError::NoSuchSearch(search_id))?;
         if !matches!(search.status.as_str(), "pending" | "running") {
             return Ok(StepOutcome::Ended);

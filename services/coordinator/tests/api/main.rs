@@ -44,6 +44,7 @@ on_both_backends! {
     searches::nsga2_search_reports_a_pareto_front,
     searches::a_search_resumes_after_the_coordinator_restarts,
     searches::cancelling_a_search_revokes_its_running_leases,
+    searches::concurrent_steps_of_a_new_search_record_its_first_generation_once,
     scaling::a_sweep_trains_every_depth_and_width_at_every_budget,
     scaling::a_fit_recovers_the_law_the_results_came_from,
     scaling::a_recommendation_is_the_best_predicted_model_within_the_budget,

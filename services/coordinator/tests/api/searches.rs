@@ -208,3 +208,22 @@ pub async fn cancelling_a_search_revokes_its_running_leases(db: TestDb) {
     let (_, s) = get(&router, &format!("/api/v1/searches/{id}")).await;
     assert_eq!(s["status"], "cancelled");
 }
+
+pub async fn concurrent_steps_of_a_new_search_record_its_first_generation_once(db: TestDb) {
+    let (_, state) = api(&db.store);
+    let s: api::SearchSpec = serde_json::from_value(spec(aging(4, 2, 1))).unwrap();
+    for _ in 0..5 {
+        let row = db.store.create_search(&s.name, &serde_json::to_value(&s).unwrap()).await.unwrap();
+        // The create handler steps a new search while the background loop may step it too.
+        let (a, b) = tokio::join!(state.driver.step(row.id), state.driver.step(row.id));
+        let outcomes = [a.unwrap(), b.unwrap()];
+        let proposed = outcomes
+            .iter()
+            .filter(|o| matches!(o, coordinator::search::StepOutcome::Proposed { .. }))
+            .count();
+        assert_eq!(proposed, 1, "{outcomes:?}");
+        let members = members(&db.store, row.id).await;
+        assert_eq!(members.len(), 4);
+        assert!(members.iter().all(|m| m.0 == 0));
+    }
+}
