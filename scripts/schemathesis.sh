@@ -94,7 +94,7 @@ seed_data() {
                   "ffns_per_mixer": [0, 1], "stages": 3, "min_blocks_per_stage": 1,
                   "max_blocks_per_stage": 2, "max_operators": 6, "hidden_sizes": [64, 128]},
         "target": {"setting": "batch=1,prompt=16,gen=32"},
-        "proxy": {"tokens": 4096, "seq_len": 32, "batch_size": 4, "corpus": "synthetic:copy"},
+        "proxy": {"tokens": 4096, "seq_len": 32, "batch_size": 4, "corpus": "synthetic:selective_copying"},
         "algorithm": {"kind": "aging_evolution", "population": 4, "sample_size": 2, "per_cycle": 2, "cycles": 2},
         "seed": 3}'
     api POST /api/v1/searches "$FRONTIER_ADMIN_TOKEN" "$spec" >/dev/null

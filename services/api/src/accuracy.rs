@@ -42,7 +42,10 @@ pub fn synthetic_tasks(corpus: &str) -> Option<Vec<String>> {
 pub struct AccuracyGoals {
     /// Floors: task → the lowest acceptable accuracy, in [0, 1]. A candidate below any floor is
     /// infeasible.
-    #[schemars(extend("propertyNames" = { "enum": SYNTHETIC_TASKS }))]
+    #[schemars(extend(
+        "propertyNames" = { "enum": SYNTHETIC_TASKS },
+        "additionalProperties" = { "type": "number", "minimum": 0, "maximum": 1 }
+    ))]
     pub min: BTreeMap<String, f64>,
     /// Tasks whose accuracy NSGA-II maximises, each an extra objective (as the error rate
     /// 1 − accuracy) after perplexity, latency and, when asked for, memory.

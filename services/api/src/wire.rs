@@ -137,6 +137,7 @@ pub struct TrialMetrics {
     pub measured_latency_ms: Option<f64>,
     /// Per-task accuracy on synthetic corpora: task → share of scored answers right, in [0, 1].
     #[serde(default)]
+    #[schemars(extend("additionalProperties" = { "type": "number", "minimum": 0, "maximum": 1 }))]
     pub accuracy: Option<BTreeMap<String, f64>>,
     /// Which device trained it.
     pub device: String,

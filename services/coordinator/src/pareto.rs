@@ -1,4 +1,4 @@
-//! The perplexity × latency Pareto front of a search's scored candidates.
+//! The perplexity × latency Pareto front of a search's scored feasible candidates.
 
 use crate::store::{CandidateRow, CandidateStatus};
 use crate::store_ui::PlotPoint;
@@ -6,7 +6,8 @@ use crate::store_ui::PlotPoint;
 /// Something with an id that may have been scored.
 pub trait Scored {
     fn id(&self) -> i64;
-    /// (perplexity, estimated latency) when it has a result; a missing latency counts as 0.
+    /// (perplexity, estimated latency) when it has a result and meets the search's constraints
+    /// (latency budget, accuracy floors); a missing latency counts as 0.
     fn score(&self) -> Option<(f64, f64)>;
 }
 
@@ -16,7 +17,7 @@ impl Scored for CandidateRow {
     }
 
     fn score(&self) -> Option<(f64, f64)> {
-        (self.status == CandidateStatus::Done).then_some(())?;
+        (self.status == CandidateStatus::Done && self.feasible).then_some(())?;
         Some((self.ppl?, self.est_latency_ms.unwrap_or(0.0)))
     }
 }
@@ -27,7 +28,7 @@ impl Scored for PlotPoint {
     }
 
     fn score(&self) -> Option<(f64, f64)> {
-        (self.status == CandidateStatus::Done).then_some(())?;
+        (self.status == CandidateStatus::Done && self.feasible).then_some(())?;
         Some((self.ppl?, self.est_latency_ms.unwrap_or(0.0)))
     }
 }

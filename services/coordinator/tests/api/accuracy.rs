@@ -88,6 +88,13 @@ pub async fn a_candidate_below_an_accuracy_floor_is_infeasible_and_never_a_paren
     assert_eq!(status, StatusCode::OK, "{doc}");
     let exported: search_space::Architecture = serde_json::from_value(doc).unwrap();
     assert!(exported.operators().iter().any(|o| o.code() == "A"), "the exported best meets the floor");
+    // The Pareto front holds feasible candidates only.
+    let (_, pareto) = get(&router, &format!("/api/v1/searches/{id}/pareto")).await;
+    let front = pareto["front"].as_array().unwrap();
+    assert!(!front.is_empty(), "{pareto}");
+    for f in front {
+        assert!(recall[&f["id"].as_i64().unwrap()] >= 0.9, "{f} is on the front");
+    }
     // Aging evolution breeds only from members that meet the floor.
     let children: Vec<_> =
         db.store.search_members(id).await.unwrap().into_iter().filter(|m| m.generation > 0).collect();
