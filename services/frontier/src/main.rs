@@ -24,6 +24,11 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "frontier", version, about, propagate_version = true)]
 struct Cli {
+    /// Threads the CPU backend computes with (default: one per core). Part of the device
+    /// fingerprint, so latency tables profiled with different counts are kept apart; one thread
+    /// gives steadier timings on a small shared machine.
+    #[arg(long, global = true, env = "FRONTIER_THREADS")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +66,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(threads) = cli.threads
+        && let Err(e) = worker::profile::set_compute_threads(threads)
+    {
+        eprintln!("error: --threads: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => service::serve(args),

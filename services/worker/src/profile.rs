@@ -223,10 +223,31 @@ fn measure<B: Backend>(
     Ok(times)
 }
 
-/// What the latencies measured here describe: backend, device model and thread count. Two
-/// machines with the same fingerprint are expected to share a LUT.
+/// Sizes the CPU backend's thread pool (rayon's global pool, which flex's kernels and matrix
+/// products run on); call once, before any computation. Without it the pool has one thread per
+/// available core. Measuring with one thread on a small shared machine keeps other tenants'
+/// work and the scheduler out of the timings.
+pub fn set_compute_threads(threads: usize) -> Result<(), RunError> {
+    if threads == 0 {
+        return Err(RunError::Profile("the thread count must be at least 1".into()));
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| RunError::Profile(format!("cannot size the compute thread pool: {e}")))
+}
+
+/// Threads the CPU backend computes with.
+pub fn compute_threads() -> usize {
+    rayon::current_num_threads()
+}
+
+/// What the latencies measured here describe: backend, device model and the number of threads
+/// the backend computes with. Two machines with the same fingerprint are expected to share a
+/// LUT; a table profiled with `--threads 1` is a different device from one profiled with all
+/// cores.
 pub fn fingerprint(device: DeviceChoice) -> Result<DeviceInfo, RunError> {
-    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let threads = compute_threads();
     match device {
         DeviceChoice::Cpu => {
             let backend = describe::<Cpu>(&CpuDevice::default());

@@ -187,3 +187,31 @@ fn a_bf16_setting_is_refused_on_the_cpu() {
     ]);
     assert!(err.contains("computes in f32"), "{err}");
 }
+
+#[test]
+fn threads_size_the_compute_pool_and_name_the_device() {
+    let db = db();
+    let out = ok(&[
+        "--threads",
+        "1",
+        "lut",
+        "profile",
+        "--database-url",
+        &db.url,
+        "--setting",
+        SETTING,
+        "--hidden",
+        "64",
+        "--repeats",
+        "1",
+        "--warmup",
+        "0",
+        "--steps",
+        "1",
+    ]);
+    // The device fingerprint names the threads the backend computed with, so a table profiled
+    // with one thread is never used for a run on all cores.
+    assert!(out.trim_end().ends_with("/1 threads"), "{out}");
+    let err = fails(&["--threads", "0", "lut", "show", "--database-url", &db.url]);
+    assert!(err.contains("--threads"), "{err}");
+}
