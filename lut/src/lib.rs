@@ -21,7 +21,7 @@ pub mod fidelity;
 pub mod shape;
 pub mod table;
 
-pub use calibration::{Calibration, CalibrationError, CalibrationSample};
+pub use calibration::{Calibration, CalibrationError, CalibrationSample, GROUPS, RawCost};
 pub use fidelity::{Fidelity, fidelity};
 pub use shape::{OpShape, ShapeError, shapes_for};
 pub use table::{Breakdown, Estimate, Lut, LutEntry, LutKey, Unscorable};

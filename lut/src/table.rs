@@ -20,7 +20,7 @@ use search_space::{LayerSpec, ModelSpec};
 use serde::{Deserialize, Serialize};
 
 use crate::DeploymentSetting;
-use crate::calibration::Calibration;
+use crate::calibration::{Calibration, GROUPS, RawCost, group_of};
 use crate::shape::{Family, OpShape, context_grid, decode_contexts};
 
 /// One measured operator latency, per decode step.
@@ -49,8 +49,17 @@ pub struct Estimate {
     pub latency_ms: f64,
     /// The sum over operators before calibration.
     pub raw_ms: f64,
+    /// `raw_ms` split over the calibration's operator groups ([`crate::calibration::GROUPS`]).
+    pub raw_by_group_ms: [f64; GROUPS.len()],
     /// Some operator or context was outside what was profiled and was extrapolated.
     pub extrapolated: bool,
+}
+
+impl Estimate {
+    /// The raw cost a calibration applies to, for a model of `layers` sub-layers.
+    pub fn raw_cost(&self, layers: usize) -> RawCost {
+        RawCost { total_ms: self.raw_ms, by_group_ms: self.raw_by_group_ms, layers }
+    }
 }
 
 /// Where a model's decode latency goes: the uncalibrated cost of each sub-layer, in layer order,
@@ -232,33 +241,29 @@ impl Lut {
                 overflow.push((shape, window, 1));
             }
         }
-        let mut raw_ms = 0.0;
+        let mut by_group = [0.0; GROUPS.len()];
         let mut extrapolated = false;
         let mut missing = false;
-        for &(shape, window, count) in distinct[..used].iter().chain(&overflow) {
+        let head = OpShape::embed_head(model);
+        for &(shape, window, count) in distinct[..used].iter().chain(&overflow).chain([&(head, None, 1)]) {
             match self.decode_cost(shape, window, first, last) {
                 Some((ms, extra)) => {
-                    raw_ms += f64::from(count) * ms;
+                    by_group[group_of(&shape)] += f64::from(count) * ms;
                     extrapolated |= extra;
                 }
                 None => missing = true,
             }
         }
-        match self.decode_cost(OpShape::embed_head(model), None, first, last) {
-            Some((ms, extra)) => {
-                raw_ms += ms;
-                extrapolated |= extra;
-            }
-            None => missing = true,
-        }
         if missing {
             return Err(self.missing_for(model));
         }
+        let raw =
+            RawCost { total_ms: by_group.iter().sum(), by_group_ms: by_group, layers: model.layers.len() };
         let latency_ms = match &self.calibration {
-            Some(c) => c.apply(raw_ms, model.layers.len()),
-            None => raw_ms,
+            Some(c) => c.apply(&raw),
+            None => raw.total_ms,
         };
-        Ok(Estimate { latency_ms, raw_ms, extrapolated })
+        Ok(Estimate { latency_ms, raw_ms: raw.total_ms, raw_by_group_ms: by_group, extrapolated })
     }
 
     /// The uncalibrated decode cost of each of `model`'s sub-layers and of its embedding/head:

@@ -132,11 +132,37 @@ fn a_missing_shape_makes_the_model_unscorable_and_names_it() {
 #[test]
 fn calibration_is_applied_to_the_estimate() {
     let m = model(128, None, "F F");
-    let lut = Lut::from_entries("cpu", setting(), [entry(ffn(128), 0.5), entry(head(128), 0.0)])
-        .with_calibration(Calibration { scale: 2.0, per_layer_ms: 1.0, constant_ms: 3.0, samples: 9 });
+    let lut =
+        Lut::from_entries("cpu", setting(), [entry(ffn(128), 0.5), entry(head(128), 0.0)]).with_calibration(
+            Calibration { scale: 2.0, per_layer_ms: 1.0, constant_ms: 3.0, samples: 9, group_scales: None },
+        );
     let e = lut.estimate(&m).unwrap();
     assert!((e.raw_ms - 10.0).abs() < 1e-9);
     assert!((e.latency_ms - (2.0 * 10.0 + 2.0 + 3.0)).abs() < 1e-9, "{e:?}");
+}
+
+#[test]
+fn group_scales_apply_to_each_groups_share_of_the_estimate() {
+    let m = model(128, None, "F M2");
+    let mamba = OpShape::of_layer(&m.layers[1], 128, 0);
+    let lut = Lut::from_entries(
+        "cpu",
+        setting(),
+        [entry(ffn(128), 0.5), entry(mamba, 2.0), entry(head(128), 0.25)],
+    );
+    let e = lut.estimate(&m).unwrap();
+    // 10 decode steps: FFN 5.0 and the head 2.5 are dense, Mamba2 20.0.
+    assert_eq!(e.raw_by_group_ms, [0.0, 20.0, 0.0, 0.0, 7.5]);
+    assert!((e.raw_ms - 27.5).abs() < 1e-9);
+    let calibrated = lut.with_calibration(Calibration {
+        scale: 1.0,
+        per_layer_ms: 0.5,
+        constant_ms: 1.0,
+        samples: 9,
+        group_scales: Some([1.0, 1.5, 1.0, 1.0, 0.8]),
+    });
+    let e = calibrated.estimate(&m).unwrap();
+    assert!((e.latency_ms - (1.5 * 20.0 + 0.8 * 7.5 + 0.5 * 2.0 + 1.0)).abs() < 1e-9, "{e:?}");
 }
 
 #[test]

@@ -23,7 +23,8 @@ use coordinator::Store;
 use coordinator::store::{NewDevice, NewLutEntry};
 use lut::fidelity::relative_error;
 use lut::{
-    Calibration, CalibrationSample, DeploymentSetting, Fidelity, Lut, LutEntry, OpShape, fidelity, shapes_for,
+    Calibration, CalibrationSample, DeploymentSetting, Fidelity, GROUPS, Lut, LutEntry, OpShape, RawCost,
+    fidelity, shapes_for,
 };
 use search_space::presets::{PRESETS, preset};
 use search_space::space::rng;
@@ -396,11 +397,7 @@ async fn show(args: ShowArgs) -> Result<String> {
         )?;
     }
     match lut.calibration() {
-        Some(c) => writeln!(
-            out,
-            "calibration: measured ≈ {:.4} × raw + {:.4} ms × layers + {:.4} ms ({} samples)",
-            c.scale, c.per_layer_ms, c.constant_ms, c.samples
-        )?,
+        Some(c) => writeln!(out, "calibration: {}", describe(c))?,
         None => writeln!(out, "calibration: none (run `frontier lut validate`)")?,
     }
     Ok(out)
@@ -612,6 +609,24 @@ async fn import(args: ImportArgs) -> Result<String> {
     Ok(format!("imported {count} entries for device `{device}` ({} settings)\n", tables.len()))
 }
 
+fn raw_cost(c: &Case) -> RawCost {
+    RawCost { total_ms: c.raw_ms, by_group_ms: c.raw_by_group_ms, layers: c.layers }
+}
+
+/// A calibration as a formula.
+fn describe(c: &Calibration) -> String {
+    let scaled = match &c.group_scales {
+        Some(g) => {
+            GROUPS.iter().zip(g).map(|(name, s)| format!("{s:.4} × {name}")).collect::<Vec<_>>().join(" + ")
+        }
+        None => format!("{:.4} × raw", c.scale),
+    };
+    format!(
+        "measured ≈ {scaled} + {:.4} ms × layers + {:.4} ms ({} samples)",
+        c.per_layer_ms, c.constant_ms, c.samples
+    )
+}
+
 /// One validated architecture.
 #[derive(Debug, Serialize)]
 struct Case {
@@ -620,6 +635,8 @@ struct Case {
     layers: usize,
     measured_ms: f64,
     raw_ms: f64,
+    /// `raw_ms` split over the calibration's operator groups (`lut::GROUPS`).
+    raw_by_group_ms: [f64; GROUPS.len()],
     calibrated_ms: f64,
     loo_ms: f64,
     extrapolated: bool,
@@ -720,14 +737,14 @@ async fn validate(args: ValidateArgs) -> Result<String> {
             layers: m.layers.len(),
             measured_ms,
             raw_ms: estimate.raw_ms,
+            raw_by_group_ms: estimate.raw_by_group_ms,
             calibrated_ms: f64::NAN,
             loo_ms: f64::NAN,
             extrapolated: estimate.extrapolated,
         });
     }
     let load_after = load_average();
-    let sample =
-        |c: &Case| CalibrationSample { raw_ms: c.raw_ms, layers: c.layers, measured_ms: c.measured_ms };
+    let sample = |c: &Case| CalibrationSample { raw: raw_cost(c), measured_ms: c.measured_ms };
     let all: Vec<CalibrationSample> = cases.iter().map(sample).collect();
     let calibration = Calibration::fit(&all)?;
     for (i, case) in cases.iter_mut().enumerate() {
@@ -735,8 +752,8 @@ async fn validate(args: ValidateArgs) -> Result<String> {
         let others: Vec<CalibrationSample> =
             all.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, s)| *s).collect();
         let loo = Calibration::fit(&others)?;
-        case.calibrated_ms = calibration.apply(case.raw_ms, case.layers);
-        case.loo_ms = loo.apply(case.raw_ms, case.layers);
+        case.calibrated_ms = calibration.apply(&raw_cost(case));
+        case.loo_ms = loo.apply(&raw_cost(case));
     }
     let measured: Vec<f64> = cases.iter().map(|c| c.measured_ms).collect();
     let col = |f: fn(&Case) -> f64| cases.iter().map(f).collect::<Vec<f64>>();
@@ -764,11 +781,7 @@ async fn validate(args: ValidateArgs) -> Result<String> {
     out += &fidelity_line("uncalibrated:", &raw);
     out += &fidelity_line("calibrated (fit on these samples):", &fitted);
     out += &fidelity_line("calibrated (leave-one-out):", &loo);
-    writeln!(
-        out,
-        "calibration stored: measured ≈ {:.4} × raw + {:.4} ms × layers + {:.4} ms",
-        calibration.scale, calibration.per_layer_ms, calibration.constant_ms
-    )?;
+    writeln!(out, "calibration stored: {}", describe(&calibration))?;
     writeln!(out, "worst 5 (leave-one-out):")?;
     for c in worst.iter().take(5) {
         writeln!(
