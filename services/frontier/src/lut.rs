@@ -648,6 +648,22 @@ fn load_average() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// A warning when other work was using the cores the measurement needs: the 1-minute load
+/// average before measuring was above the cores left free by the compute threads (plus half a
+/// core of slack). Such timings come out slower than the table's, and the figures mean little.
+fn busy_warning(load_before: &str) -> Option<String> {
+    let load: f64 = load_before.split_whitespace().next()?.parse().ok()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let free = cores.saturating_sub(worker::profile::compute_threads()) as f64;
+    (load > free + 0.5).then(|| {
+        format!(
+            "warning: the load average before measuring ({load:.2}) shows other work on this machine's {cores} cores; \
+             measured latencies are inflated and compared against a table profiled at another load. \
+             Validate on an idle device, or with `--threads N` leaving cores free."
+        )
+    })
+}
+
 fn fidelity_line(label: &str, f: &Fidelity) -> String {
     format!(
         "{label:<34} Spearman {:.3}  Kendall tau {:.3}  MAPE {:.1} %  within ±5 % {:.0} %  within ±10 % {:.0} %\n",
@@ -778,6 +794,9 @@ async fn validate(args: ValidateArgs) -> Result<String> {
     let mut out = String::new();
     writeln!(out, "device {fp}, setting {}, {} sampled architectures", setting.key(), cases.len())?;
     writeln!(out, "load average (1/5/15 min) before measuring: {load_before}; after: {load_after}")?;
+    if let Some(warning) = busy_warning(&load_before) {
+        writeln!(out, "{warning}")?;
+    }
     out += &fidelity_line("uncalibrated:", &raw);
     out += &fidelity_line("calibrated (fit on these samples):", &fitted);
     out += &fidelity_line("calibrated (leave-one-out):", &loo);
@@ -839,7 +858,11 @@ async fn depth_sweep(args: DepthArgs) -> Result<String> {
     let (fp, lut) = lut_covering(&store, args.device, &setting, &specs).await?;
     let mut out = String::new();
     writeln!(out, "device {fp}, setting {}, attention+FFN blocks at ~{params} parameters", setting.key())?;
-    writeln!(out, "load average before: {}", load_average())?;
+    let load_before = load_average();
+    writeln!(out, "load average before: {load_before}")?;
+    if let Some(warning) = busy_warning(&load_before) {
+        writeln!(out, "{warning}")?;
+    }
     writeln!(
         out,
         "{:>5} {:>6} {:>10} {:>12} {:>14} {:>8}",
