@@ -33,6 +33,8 @@ pub struct SearchSummary {
     pub setting: String,
     pub budget_ms: Option<f64>,
     pub budget: String,
+    /// The accuracy floors and maximised tasks, for people; empty without goals.
+    pub goals: String,
     pub done: i64,
     pub queued: i64,
     pub running: i64,
@@ -65,6 +67,7 @@ async fn summary(state: &AppState, row: &SearchRow) -> Result<SearchSummary, UiE
         setting: text("/target/setting").unwrap_or_default(),
         budget_ms,
         budget: budget_ms.map_or_else(|| "none".to_owned(), |b| format::ms(Some(b))),
+        goals: goals_text(&row.spec),
         done: trials("done"),
         queued: trials("queued"),
         running: trials("leased"),
@@ -77,6 +80,20 @@ async fn summary(state: &AppState, row: &SearchRow) -> Result<SearchSummary, UiE
         elapsed: format::duration(end - row.created_at_ms),
         error,
     })
+}
+
+/// `in_context_recall ≥ 0.900; maximise selective_copying`, or nothing.
+fn goals_text(spec: &Value) -> String {
+    let Some(goals) =
+        spec.get("accuracy").and_then(|a| serde_json::from_value::<api::AccuracyGoals>(a.clone()).ok())
+    else {
+        return String::new();
+    };
+    let mut parts: Vec<String> = goals.min.iter().map(|(t, f)| format!("{t} ≥ {f:.3}")).collect();
+    if !goals.maximize.is_empty() {
+        parts.push(format!("maximise {}", goals.maximize.join(", ")));
+    }
+    parts.join("; ")
 }
 
 #[derive(Template)]

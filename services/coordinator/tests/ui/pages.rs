@@ -497,6 +497,7 @@ pub async fn the_leaderboard_shows_per_task_accuracy_and_marks_results_below_a_f
         search.contains("in_context_recall acc.") && search.contains("selective_copying acc."),
         "{search}"
     );
+    assert!(search.contains("<dd id=\"accuracy-goals\">in_context_recall ≥ 0.800</dd>"), "{search}");
     for (cid, r) in &recall {
         let row = search
             .split("<tr class=\"candidate")
