@@ -54,6 +54,11 @@ pub struct AccuracyGoals {
 }
 
 impl AccuracyGoals {
+    /// The goals of a stored spec (its `accuracy` field); none when it has none.
+    pub fn of_spec(spec: &serde_json::Value) -> Self {
+        spec.get("accuracy").and_then(|a| serde_json::from_value(a.clone()).ok()).unwrap_or_default()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.min.is_empty() && self.maximize.is_empty()
     }

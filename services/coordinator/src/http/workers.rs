@@ -245,13 +245,11 @@ async fn meets_floors(state: &AppState, trial_id: i64, m: &TrialMetrics) -> Resu
     let Some(search) = state.store.get_search(trial.search_id).await? else {
         return Ok(None);
     };
-    let Ok(spec) = serde_json::from_value::<SearchSpec>(search.spec) else {
-        return Ok(None);
-    };
-    if spec.accuracy.min.is_empty() {
+    let goals = api::AccuracyGoals::of_spec(&search.spec);
+    if goals.min.is_empty() {
         return Ok(None);
     }
-    Ok(Some(spec.accuracy.met(&m.accuracy.clone().unwrap_or_default())))
+    Ok(Some(goals.met(&m.accuracy.clone().unwrap_or_default())))
 }
 
 async fn fail(

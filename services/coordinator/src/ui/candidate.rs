@@ -1,8 +1,6 @@
 //! One candidate: the layer strip, its dimensions and per-layer latency, the loss curve, lineage,
 //! trials and export links.
 
-use std::collections::BTreeMap;
-
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -305,12 +303,7 @@ pub async fn show(
     let context = setting.map(|s| s.context_tokens());
     let facts = facts(&c, &model, context);
     // Each task's accuracy, with the search's floor for it when there is one.
-    let floors: BTreeMap<String, f64> = search
-        .spec
-        .get("accuracy")
-        .and_then(|a| serde_json::from_value::<api::AccuracyGoals>(a.clone()).ok())
-        .map(|g| g.min)
-        .unwrap_or_default();
+    let floors = api::AccuracyGoals::of_spec(&search.spec).min;
     let accuracy = c
         .accuracy()
         .unwrap_or_default()

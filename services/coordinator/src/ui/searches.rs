@@ -84,11 +84,7 @@ async fn summary(state: &AppState, row: &SearchRow) -> Result<SearchSummary, UiE
 
 /// `in_context_recall ≥ 0.900; maximise selective_copying`, or nothing.
 fn goals_text(spec: &Value) -> String {
-    let Some(goals) =
-        spec.get("accuracy").and_then(|a| serde_json::from_value::<api::AccuracyGoals>(a.clone()).ok())
-    else {
-        return String::new();
-    };
+    let goals = api::AccuracyGoals::of_spec(spec);
     let mut parts: Vec<String> = goals.min.iter().map(|(t, f)| format!("{t} ≥ {f:.3}")).collect();
     if !goals.maximize.is_empty() {
         parts.push(format!("maximise {}", goals.maximize.join(", ")));
@@ -370,12 +366,7 @@ impl TaskColumns {
         let corpus = spec.pointer("/proxy/corpus").and_then(Value::as_str).unwrap_or_default();
         let mut tasks = api::accuracy::synthetic_tasks(corpus).unwrap_or_default();
         tasks.retain(|t| api::accuracy::SYNTHETIC_TASKS.contains(&t.as_str()));
-        let floors = spec
-            .get("accuracy")
-            .and_then(|a| serde_json::from_value::<api::AccuracyGoals>(a.clone()).ok())
-            .map(|g| g.min)
-            .unwrap_or_default();
-        Self { tasks, floors }
+        Self { tasks, floors: api::AccuracyGoals::of_spec(spec).min }
     }
 }
 

@@ -17,8 +17,10 @@ fn db() -> Db {
     Db { dir: dir.path().to_owned(), _dir: dir, url }
 }
 
-fn profile(db: &Db) -> String {
-    ok(&[
+/// `lut profile` of the tiny test table, after the global options in `before`.
+fn profile_with(db: &Db, before: &[&str]) -> String {
+    let mut args = before.to_vec();
+    args.extend([
         "lut",
         "profile",
         "--database-url",
@@ -33,7 +35,12 @@ fn profile(db: &Db) -> String {
         "0",
         "--steps",
         "1",
-    ])
+    ]);
+    ok(&args)
+}
+
+fn profile(db: &Db) -> String {
+    profile_with(db, &[])
 }
 
 /// The entry lines of `lut show --setting`: operator and repeats.
@@ -191,24 +198,7 @@ fn a_bf16_setting_is_refused_on_the_cpu() {
 #[test]
 fn threads_size_the_compute_pool_and_name_the_device() {
     let db = db();
-    let out = ok(&[
-        "--threads",
-        "1",
-        "lut",
-        "profile",
-        "--database-url",
-        &db.url,
-        "--setting",
-        SETTING,
-        "--hidden",
-        "64",
-        "--repeats",
-        "1",
-        "--warmup",
-        "0",
-        "--steps",
-        "1",
-    ]);
+    let out = profile_with(&db, &["--threads", "1"]);
     // The device fingerprint names the threads the backend computed with, so a table profiled
     // with one thread is never used for a run on all cores.
     assert!(out.trim_end().ends_with("/1 threads"), "{out}");
