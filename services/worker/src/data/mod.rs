@@ -84,8 +84,8 @@ pub enum CorpusSource {
     Synthetic(SyntheticConfig),
 }
 
-/// The prefix that marks a synthetic corpus string.
-pub const SYNTHETIC_PREFIX: &str = "synthetic:";
+/// The prefix that marks a synthetic corpus string, as search specs spell it.
+pub use api::accuracy::SYNTHETIC_PREFIX;
 
 impl FromStr for CorpusSource {
     type Err = SyntheticError;
