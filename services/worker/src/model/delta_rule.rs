@@ -44,9 +44,9 @@
 //! never forms large powers of `A`. All decay factors are exponentials of non-positive
 //! numbers, so nothing overflows however strong the decay.
 //!
-//! Sequences that are not a multiple of the chunk are padded at the end with `k = v = q = 0`,
-//! `β = 0` and `g = 0`: padded tokens write nothing and decay nothing, so the outputs and the
-//! final state are those of the real tokens.
+//! Sequences that are not a multiple of the (evened-out) chunk are padded at the end with
+//! `k = v = q = 0`, `β = 0` and `g = 0`: padded tokens write nothing and decay nothing, so the
+//! outputs and the final state are those of the real tokens.
 
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -62,7 +62,7 @@ pub const L2_NORM_EPSILON: f64 = 1e-6;
 /// How the delta rule runs over a sequence.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scan {
-    /// The chunked WY form with this chunk size (a power of two): the training form.
+    /// The chunked WY form with chunks of at most this many tokens: the training form.
     Chunked(usize),
     /// One recurrence step per token: the reference, and a baseline for measurements.
     PerToken,
@@ -104,8 +104,10 @@ struct ChunkDecay<B: Backend> {
 
 /// The chunked (WY/UT) form of [`delta_rule`]; see the module documentation for the algebra.
 ///
-/// `chunk` must be a power of two; a sequence shorter than it uses the next power of two at or
-/// above its length instead, so short sequences do not pay for a full chunk.
+/// `chunk` is the longest chunk. The sequence is cut into as many chunks as that needs, evened
+/// out (`⌈seq / ⌈seq / chunk⌉⌉` tokens each), so a sequence a few tokens past a multiple of
+/// `chunk` (meta tokens make a 256-token batch 260 long) is not padded by most of a chunk, and a
+/// sequence shorter than `chunk` is one chunk of its own length.
 ///
 /// # Shapes
 /// As [`delta_rule`].
@@ -118,15 +120,15 @@ pub fn chunked_delta_rule<B: Backend>(
     initial: Tensor<B, 4>,
     chunk: usize,
 ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-    assert!(chunk.is_power_of_two(), "the chunk size must be a power of two, got {chunk}");
+    assert!(chunk > 0, "the chunk size must be positive");
     let [batch, heads, seq, dk] = q.dims();
     let dv = v.dims()[3];
     let device = q.device();
     if seq == 0 {
         return (Tensor::zeros([batch, heads, 0, dv], &device), initial);
     }
-    let c = chunk.min(seq.next_power_of_two());
-    let n = seq.div_ceil(c);
+    let n = seq.div_ceil(chunk);
+    let c = seq.div_ceil(n);
     let pad = n * c - seq;
     let z = batch * heads * n;
 
@@ -212,11 +214,19 @@ pub fn chunked_delta_rule<B: Backend>(
 /// backend for 128 matrices of 64×64, forward and backward: 21 ms, against 406 ms for forward
 /// substitution written row by row with tensor operations.
 ///
+/// A size that is not a power of two is padded to the next one with zeros (the inverse of
+/// `[[I + A, 0], [0, I]]` is `[[T, 0], [0, I]]`) and the corner cut back out.
+///
 /// # Shapes
-/// - `a`: `[z, C, C]` with `C` a power of two → `[z, C, C]`
+/// - `a`: `[z, C, C]` → `[z, C, C]`
 pub fn invert_unit_lower<B: Backend>(a: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [z, c, _] = a.dims();
-    debug_assert!(c.is_power_of_two());
+    let [z, size, _] = a.dims();
+    if !size.is_power_of_two() {
+        let extra = size.next_power_of_two() - size;
+        let padded = a.pad([(0, extra), (0, extra)], PadMode::Constant(0.0));
+        return invert_unit_lower(padded).slice([0..z, 0..size, 0..size]);
+    }
+    let c = size;
     let device = a.device();
     let flat = a.reshape([z, c * c]);
     // Inverted diagonal blocks, `[z, C / s, s, s]`.
@@ -564,7 +574,8 @@ mod tests {
         let device = Default::default();
         B::seed(&device, 1);
         let z = 3;
-        for c in [1, 2, 8, 64] {
+        // 5 and 52 are not powers of two: padded, inverted and cut back.
+        for c in [1, 2, 5, 8, 52, 64] {
             let k = l2_normalize(random([z, c, 16], &device), L2_NORM_EPSILON);
             let beta = Tensor::<B, 3>::random([z, c, 1], Distribution::Uniform(0.0, 1.0), &device);
             let from_keys = (k.clone().matmul(k.swap_dims(1, 2)) * beta).tril(-1);
@@ -588,7 +599,8 @@ mod tests {
         let device = Default::default();
         B::seed(&device, 2);
         let (batch, heads, dk, dv) = (2, 3, 4, 5);
-        for (seq, chunk) in [(16, 8), (13, 4), (3, 64), (1, 8)] {
+        // (20, 8) runs three chunks of 7 (one padding step); (17, 8) three of 6 (one).
+        for (seq, chunk) in [(16, 8), (13, 4), (3, 64), (1, 8), (20, 8), (17, 8)] {
             let q = l2_normalize(random([batch, heads, seq, dk], &device), L2_NORM_EPSILON);
             let k = l2_normalize(random([batch, heads, seq, dk], &device), L2_NORM_EPSILON);
             let v = random([batch, heads, seq, dv], &device);

@@ -39,7 +39,7 @@ pub struct DeltaNetConfig {
     /// Taps of the short causal convolutions on q, k and v.
     #[config(default = 4)]
     pub conv_kernel: usize,
-    /// Tokens per chunk of the training form; a power of two.
+    /// Longest chunk of the training form, in tokens.
     #[config(default = 64)]
     pub chunk_size: usize,
     /// `eps` of the per-head output RMSNorm.
@@ -149,11 +149,7 @@ impl DeltaNetConfig {
     }
 
     pub fn init<B: Backend>(&self, device: &B::Device) -> DeltaNet<B> {
-        assert!(
-            self.chunk_size.is_power_of_two(),
-            "chunk_size must be a power of two, got {}",
-            self.chunk_size
-        );
+        assert!(self.chunk_size > 0, "chunk_size must be positive");
         let width = self.num_heads * self.head_dim;
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
         let conv = || ShortConvConfig::new(width).with_kernel(self.conv_kernel).init(device);

@@ -24,8 +24,9 @@
 //!    the chunk-level decay matrix with `[initial, S_0, S_1, ...]`;
 //! 4. the carried state's output, `Y_off[i] = exp(Σ_{k≤i} dt_k A) · (state_in · C_i)`.
 //!
-//! A sequence that is not a multiple of `L` is padded at the end with `dt = 0`, which neither
-//! decays nor writes the state, so the outputs and the final state are those of the real tokens.
+//! Chunks are evened out to `⌈seq / ⌈seq / L⌉⌉` tokens each; a sequence that is not a multiple
+//! of that is padded at the end with `dt = 0`, which neither decays nor writes the state, so the
+//! outputs and the final state are those of the real tokens.
 
 use burn::prelude::*;
 use burn::tensor::Bool;
@@ -126,9 +127,12 @@ pub fn chunked_scan<B: Backend>(
     assert_eq!(heads % groups, 0, "heads ({heads}) must be a multiple of groups ({groups})");
     let device = x.device();
     let r = heads / groups;
-    // A sequence shorter than one chunk is one chunk of its own length: no padding to compute.
-    let l = chunk.min(seq);
-    let chunks = seq.div_ceil(l);
+    // As many chunks as `chunk` tokens each need, evened out: a sequence a few tokens past a
+    // multiple of `chunk` (meta tokens put 260 in front of a 256-token batch) is cut into
+    // slightly shorter chunks rather than padded by most of a chunk, and a sequence shorter than
+    // one chunk is one chunk of its own length. At most `chunks - 1` padding steps remain.
+    let chunks = seq.div_ceil(chunk);
+    let l = seq.div_ceil(chunks);
     let padded = chunks * l;
     let pad = padded - seq;
 
@@ -362,8 +366,9 @@ mod tests {
     #[test]
     fn chunked_scan_matches_the_recurrence_for_any_length_and_chunk() {
         let device = Default::default();
-        // (seq, chunk): one partial chunk, exact multiples, a ragged tail, chunk of one token.
-        for (seq, chunk) in [(5, 8), (12, 4), (13, 4), (7, 1), (16, 16)] {
+        // (seq, chunk): one partial chunk, exact multiples, a ragged tail, chunk of one token,
+        // chunks evened out to 6 (one padding step) and to 7 (none).
+        for (seq, chunk) in [(5, 8), (12, 4), (13, 4), (7, 1), (16, 16), (17, 8), (21, 8)] {
             for groups in [1, 2] {
                 let inputs = Inputs::<Cpu>::random([2, seq, 4, 3, 5, groups], &device);
                 for initial in [false, true] {
