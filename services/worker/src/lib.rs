@@ -10,9 +10,8 @@
 //! - [`decode`]: the decode benchmark, a candidate's measured latency.
 //! - [`run`]: whole jobs on a chosen device, for the command line and the pull loop.
 //! - [`profile`]: the LUT profiler (operator shapes in decode mode) and the device fingerprint.
+//! - [`pull`]: the loop that leases trials from the coordinator over HTTP and runs them.
 //! - [`backend`]: the concrete burn backends.
-//!
-//! Still to come: the HTTP pull loop that takes trials from the coordinator.
 //!
 //! # Runtime model
 //! Synchronous and compute-bound: one job at a time on the chosen device; burn's CPU backend uses
