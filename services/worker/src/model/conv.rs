@@ -10,6 +10,8 @@ use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+use super::contiguous;
+
 /// Configuration of a [`ShortConv`].
 #[derive(Config, Debug)]
 pub struct ShortConvConfig {
@@ -68,6 +70,9 @@ impl<B: Backend> ShortConv<B> {
         let mut y: Option<Tensor<B, 3>> = None;
         for j in 0..k {
             let tap = w.clone().slice([0..channels, j..j + 1]).reshape([1, 1, channels]);
+            // A shifted window of a batch is a strided view, and the product's backward would
+            // multiply the gradient by it element by element: one copy measured twice as fast
+            // for the whole convolution (forward and backward, `[8, 256, 128]`, kernel 4).
             let term = contiguous(padded.clone().slice([0..batch, j..j + seq, 0..channels])) * tap;
             y = Some(match y {
                 Some(acc) => acc + term,
@@ -104,16 +109,6 @@ impl<B: Backend> ShortConv<B> {
             None => y,
         }
     }
-}
-
-/// `x` copied into row-major order. A shifted window of a batch is a strided view, and the
-/// product's backward multiplies the gradient by that saved view: on the flex CPU backend a
-/// binary operation on a strided operand walks it element by element, which measured twice as
-/// slow for the whole convolution (forward and backward, `[8, 256, 128]`, kernel 4) as paying
-/// for one copy. Reshaping through one dimension copies only when the layout needs it.
-fn contiguous<B: Backend>(x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let dims = x.dims();
-    x.reshape([dims.iter().product::<usize>()]).reshape(dims)
 }
 
 #[cfg(test)]

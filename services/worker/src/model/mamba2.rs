@@ -34,6 +34,7 @@ use burn::tensor::Distribution;
 use burn::tensor::activation::silu;
 use search_space::ops::Mamba2Spec;
 
+use super::contiguous;
 use super::conv::{ConvState, ShortConv, ShortConvConfig};
 use super::delta_rule::Scan;
 use super::norm::{GatedRmsNorm, GatedRmsNormConfig, rms_normalize};
@@ -199,22 +200,23 @@ impl<B: Backend> Mamba2<B> {
         self.groups * self.state_size
     }
 
-    /// Splits the input projection into `z`, `[x, B, C]` and the raw `dt`.
+    /// Splits the input projection into `z`, `[x, B, C]` and the raw `dt`, each copied out
+    /// contiguous (see [`contiguous`]: every part is used by several elementwise operations).
     fn split_projection<const D: usize>(&self, proj: Tensor<B, D>) -> [Tensor<B, D>; 3] {
         let (d_inner, conv_width) = (self.d_inner(), self.d_inner() + 2 * self.bc_width());
         let z = proj.clone().narrow(D - 1, 0, d_inner);
         let xbc = proj.clone().narrow(D - 1, d_inner, conv_width);
         let dt = proj.narrow(D - 1, d_inner + conv_width, self.num_heads);
-        [z, xbc, dt]
+        [contiguous(z), contiguous(xbc), contiguous(dt)]
     }
 
-    /// Splits the convolved `[x, B, C]`.
+    /// Splits the convolved `[x, B, C]`, each part copied out contiguous.
     fn split_xbc<const D: usize>(&self, xbc: Tensor<B, D>) -> [Tensor<B, D>; 3] {
         let (d_inner, bc) = (self.d_inner(), self.bc_width());
         let x = xbc.clone().narrow(D - 1, 0, d_inner);
         let b = xbc.clone().narrow(D - 1, d_inner, bc);
         let c = xbc.narrow(D - 1, d_inner + bc, bc);
-        [x, b, c]
+        [contiguous(x), contiguous(b), contiguous(c)]
     }
 
     /// `softplus(dt + dt_bias)`, per head on the last dimension.

@@ -31,15 +31,17 @@
 use burn::prelude::*;
 use burn::tensor::Bool;
 
+use super::chunk::{Causal, causal_decay};
+
 /// The within-chunk scores `(C Bᵀ)[i, j] · exp(cum[i] - cum[j])` for `i ≥ j`, 0 above the
 /// diagonal, for every head, from the within-chunk cumulative log decays `cum` and the
 /// per-group `C Bᵀ`.
 ///
 /// Within one chunk the cumulative sums stay small (at most `L` steps of `dt·A`), so taking the
 /// difference loses little precision. Every operation here runs on `L²` entries per head and
-/// chunk, the largest tensors of the scan, so each is written to take the CPU backend's fast
-/// contiguous paths (a broadcast anywhere but in the last dimensions of the right-hand operand
-/// falls back to a strided walk many times slower).
+/// chunk, the largest tensors of the scan; [`causal_decay`] forms the masked decays in three
+/// fast passes, and `C Bᵀ` is repeated out to every head of its group first because a
+/// broadcast along a middle dimension is the CPU backend's slow path.
 ///
 /// # Shapes
 /// - `cum`: `[batch, groups, r, chunks, l]`
@@ -47,19 +49,9 @@ use burn::tensor::Bool;
 /// - returns `[batch, groups, r, chunks, l, l]`
 fn intra_chunk_scores<B: Backend>(cum: Tensor<B, 5>, cb: Tensor<B, 6>) -> Tensor<B, 6> {
     let [batch, groups, r, chunks, l] = cum.dims();
-    // 1 on and below the diagonal, flattened so that it multiplies as one shared row.
-    let causal = Tensor::<B, 2, Bool>::tril_mask([l, l], 0, &cum.device()).bool_not().float();
-    let causal = causal.reshape([1, 1, 1, 1, l * l]);
-    let cb = (cb.reshape([batch, groups, 1, chunks, l * l]) * causal)
-        .reshape([batch, groups, 1, chunks, l, l])
-        .repeat_dim(2, r);
-    // diff[i, j] = cum[i] - cum[j], as (-cum[j] laid out in full) + cum[i].
-    let diff = cum.clone().unsqueeze_dim::<6>(4).repeat_dim(4, l).neg() + cum.unsqueeze_dim::<6>(5);
-    // Log decays are never positive, so on and below the diagonal `diff ≤ 0` exactly (a running
-    // sum of non-positive floats never increases) and the clamp changes nothing there. Above the
-    // diagonal it keeps `exp` from overflowing where the causal mask zeroes the product anyway,
-    // which would otherwise make `inf · 0 = NaN`.
-    diff.clamp_max(0.0).exp() * cb
+    let decay = causal_decay(cum.reshape([batch * groups * r * chunks, l]), Causal::Inclusive)
+        .reshape([batch, groups, r, chunks, l, l]);
+    decay * cb.repeat_dim(2, r)
 }
 
 /// The decay matrix `Λ[.., i, j] = exp(Σ_{j<k≤i} log_decay[k])` for `i ≥ j`, 0 above the

@@ -1,0 +1,167 @@
+//! Pieces the chunked training forms of Mamba2 (SSD) and Gated DeltaNet share: causal masks and
+//! the within-chunk decay matrix, written so that every full-size (`L × L` per chunk) operation
+//! takes the flex CPU backend's fast paths.
+//!
+//! On that backend an elementwise operation is fast when both operands are contiguous, or when
+//! the right-hand one is broadcast either as one row shared by every outer position or as one
+//! scalar per row; anything else (a broadcast along a middle dimension, a transposed view, a
+//! repeated boolean mask) walks the tensor element by element, about ten times slower. The
+//! masks here are therefore float rows of `L²` entries, applied to matrices flattened to
+//! `[m, L²]`.
+
+use burn::prelude::*;
+use burn::tensor::Bool;
+
+/// Added to a log decay to make its `exp` exactly zero: far below any real log decay, and
+/// finite, so no `inf` or `NaN` appears in the forward or the backward pass.
+const MASKED: f32 = -1.0e30;
+
+/// Which entries of an `L × L` chunk matrix a mask keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Causal {
+    /// `j ≤ i`: the diagonal and below.
+    Inclusive,
+    /// `j < i`: strictly below the diagonal.
+    Strict,
+}
+
+impl Causal {
+    /// `true` where `(i, j)` is outside the kept triangle, `[l, l]`.
+    fn outside<B: Backend>(self, l: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
+        // `tril_mask(offset)` is true where `j > i + offset`.
+        match self {
+            Causal::Inclusive => Tensor::tril_mask([l, l], 0, device),
+            Causal::Strict => Tensor::tril_mask([l, l], -1, device),
+        }
+    }
+
+    /// 1 inside the triangle and 0 outside, as one shared row `[1, L²]`.
+    pub fn keep_row<B: Backend>(self, l: usize, device: &B::Device) -> Tensor<B, 2> {
+        self.outside::<B>(l, device).bool_not().float().reshape([1, l * l])
+    }
+
+    /// 0 inside the triangle and a huge negative number outside, as one shared row `[1, L²]`.
+    fn log_keep_row<B: Backend>(self, l: usize, device: &B::Device) -> Tensor<B, 2> {
+        self.outside::<B>(l, device).float().mul_scalar(MASKED).reshape([1, l * l])
+    }
+
+    /// `x` with the entries outside the triangle set to zero.
+    ///
+    /// # Shapes
+    /// - `x`: `[m, l, l]` → `[m, l, l]`
+    pub fn apply<B: Backend>(self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [m, l, _] = x.dims();
+        let keep = self.keep_row::<B>(l, &x.device());
+        (x.reshape([m, l * l]) * keep).reshape([m, l, l])
+    }
+}
+
+/// The within-chunk decay matrix `Γ[i, j] = exp(G_i − G_j)` inside the `causal` triangle and 0
+/// outside it, from the cumulative log decays `G` of each chunk (non-increasing along the
+/// chunk, so every kept exponent is at most 0 and nothing overflows).
+///
+/// All `L²` differences come out of one batched product, `[G_i, 1] · [1, −G_j]ᵀ` (products by
+/// one are exact, so each entry is the correctly rounded difference); the triangle is cut by
+/// adding a shared row that is 0 inside and hugely negative outside, which `exp` turns into
+/// exact zeros. That is three full-size passes forward (product, add, exp) where building
+/// the differences by repetition, clamping, exponentiating and masking took seven.
+///
+/// # Shapes
+/// - `cum`: `[m, l]` → `[m, l, l]`
+pub fn causal_decay<B: Backend>(cum: Tensor<B, 2>, causal: Causal) -> Tensor<B, 3> {
+    let [m, l] = cum.dims();
+    let device = cum.device();
+    let column = cum.reshape([m, l, 1]);
+    let ones = Tensor::<B, 3>::ones([m, l, 1], &device);
+    let left = Tensor::cat(vec![column.clone(), ones.clone()], 2);
+    let right = Tensor::cat(vec![ones, column.neg()], 2).swap_dims(1, 2);
+    let differences = left.matmul(right).reshape([m, l * l]);
+    (differences + causal.log_keep_row::<B>(l, &device)).exp().reshape([m, l, l])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Cpu, CpuAutodiff};
+    use burn::tensor::Distribution;
+
+    fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
+        t.into_data().to_vec::<f32>().expect("f32 data")
+    }
+
+    /// Against the definition, entry by entry in f64, for decays from almost none to e^-40 a step
+    /// (whose products underflow to exact zeros), both triangles.
+    #[test]
+    fn causal_decay_is_the_masked_exponential_of_segment_sums() {
+        let device = Default::default();
+        let (m, l) = (3, 9);
+        for strength in [1e-4, 0.3, 40.0] {
+            let g = Tensor::<Cpu, 2>::random([m, l], Distribution::Uniform(-strength, 0.0), &device);
+            let cum = g.cumsum(1);
+            let g_host: Vec<f64> = values(cum.clone()).into_iter().map(f64::from).collect();
+            for causal in [Causal::Inclusive, Causal::Strict] {
+                let got = values(causal_decay(cum.clone(), causal));
+                for r in 0..m {
+                    for i in 0..l {
+                        for j in 0..l {
+                            let inside = match causal {
+                                Causal::Inclusive => j <= i,
+                                Causal::Strict => j < i,
+                            };
+                            let (gi, gj) = (g_host[r * l + i], g_host[r * l + j]);
+                            let want = if inside { (gi - gj).exp() } else { 0.0 };
+                            let got = f64::from(got[(r * l + i) * l + j]);
+                            // f32 rounds the difference of two sums of size |G| by ~|G|·6e-8,
+                            // and flushes what lies below its smallest normal number.
+                            let tolerance =
+                                1e-6 * (1.0 + gi.abs() + gj.abs()) * want + f64::from(f32::MIN_POSITIVE);
+                            assert!(
+                                (got - want).abs() <= tolerance,
+                                "strength {strength}, {causal:?}, ({r}, {i}, {j}): {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The gradient of `Σ Γ` against its closed form, `∂/∂G_k = Σ_{j<k} Γ[k, j] − Σ_{i>k} Γ[i, k]`,
+    /// with decays strong enough that the masked triangle's exponents would overflow if they
+    /// were ever evaluated: every entry stays finite and within 1e-5 relative.
+    #[test]
+    fn causal_decay_gradients_match_their_closed_form() {
+        let device = Default::default();
+        let (m, l) = (2, 8);
+        let cum = Tensor::<CpuAutodiff, 2>::random([m, l], Distribution::Uniform(-30.0, 0.0), &device)
+            .cumsum(1)
+            .detach()
+            .require_grad();
+        let grads = causal_decay(cum.clone(), Causal::Inclusive).sum().backward();
+        let got = values(cum.grad(&grads).expect("cum is tracked"));
+        let g: Vec<f64> = values(cum.inner()).into_iter().map(f64::from).collect();
+        for r in 0..m {
+            let at = |i: usize| g[r * l + i];
+            for k in 0..l {
+                let want: f64 = (0..k).map(|j| (at(k) - at(j)).exp()).sum::<f64>()
+                    - (k + 1..l).map(|i| (at(i) - at(k)).exp()).sum::<f64>();
+                let got = f64::from(got[r * l + k]);
+                assert!(got.is_finite(), "({r}, {k}): {got}");
+                assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "({r}, {k}): {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn apply_keeps_the_chosen_triangle() {
+        let device = Default::default();
+        let x = Tensor::<Cpu, 3>::ones([2, 4, 4], &device);
+        let inclusive = values(Causal::Inclusive.apply(x.clone()));
+        let strict = values(Causal::Strict.apply(x));
+        for (n, (a, b)) in inclusive.iter().zip(&strict).enumerate() {
+            let (i, j) = ((n / 4) % 4, n % 4);
+            assert_eq!(*a, if j <= i { 1.0 } else { 0.0 });
+            assert_eq!(*b, if j < i { 1.0 } else { 0.0 });
+        }
+    }
+}
