@@ -13,7 +13,9 @@
 //!    width; the target is at least 0.7 for every chunked recurrent mixer.
 //! 2. **Chunked vs per-token**: forward + backward of each recurrent mixer alone, in its chunked
 //!    training form and in the per-token recurrence it replaces, with the largest difference
-//!    between the two outputs as a check that both compute the same thing.
+//!    between the two outputs as a check that both compute the same thing, and the chunked
+//!    form's speed over the attention mixer's alone at the same width ("× attention", target
+//!    at least 0.7), at each width of the training table.
 //! 3. **Decode**: milliseconds per generated token at batch 1 after prompts of growing length,
 //!    through [`worker::decode::bench`]: attention's step reads a cache that grows with the
 //!    context, the recurrent mixers' steps do not.
@@ -45,6 +47,7 @@ use search_space::{Architecture, LayerSpec, ModelSpec, OpKind};
 use serde::Serialize;
 use worker::backend::{CpuAutodiff, default_device, describe};
 use worker::decode::{self, DecodeSetting};
+use worker::model::attention::{Attention, AttentionConfig};
 use worker::model::delta_rule::Scan;
 use worker::model::deltanet::DeltaNetConfig;
 use worker::model::gated_deltanet::GatedDeltaNetConfig;
@@ -321,6 +324,8 @@ struct NaiveRow {
     chunked_tokens_per_s: Spread,
     per_token_tokens_per_s: Spread,
     speed_up: f64,
+    /// Chunked tokens/s over the attention mixer's, both alone at the same width.
+    vs_attention: f64,
     /// `max |chunked − per-token| / max |per-token|` over the outputs of one batch.
     output_difference: f64,
 }
@@ -617,9 +622,10 @@ fn training_table<A: AutodiffBackend>(plan: &Plan, tokens: &[u32], device: &A::D
 // ---------------------------------------------------------------------------------------------
 // 2. Chunked vs per-token training forms
 
-/// One recurrent mixer alone, runnable in both forms.
-#[allow(clippy::large_enum_variant, reason = "three are built per run; boxing would not pay for itself")]
+/// One mixer alone: a recurrent one, runnable in both forms, or attention, the reference.
+#[allow(clippy::large_enum_variant, reason = "four are built per run; boxing would not pay for itself")]
 enum Mixer<B: Backend> {
+    Attention(Attention<B>),
     Mamba2(Mamba2<B>),
     DeltaNet(worker::model::deltanet::DeltaNet<B>),
     GatedDeltaNet(worker::model::gated_deltanet::GatedDeltaNet<B>),
@@ -630,17 +636,20 @@ impl<B: Backend> Mixer<B> {
     fn of(code: &str, width: usize, device: &B::Device) -> Self {
         let spec = model_spec(&[code, "F"], width);
         match &spec.layers[0] {
+            LayerSpec::Attention(s) => Mixer::Attention(AttentionConfig::from_spec(s, width).init(device)),
             LayerSpec::Mamba2(s) => Mixer::Mamba2(Mamba2Config::from_spec(s, width).init(device)),
             LayerSpec::DeltaNet(s) => Mixer::DeltaNet(DeltaNetConfig::from_spec(s, width).init(device)),
             LayerSpec::GatedDeltaNet(s) => {
                 Mixer::GatedDeltaNet(GatedDeltaNetConfig::from_spec(s, width).init(device))
             }
-            other => panic!("{other:?} is not a recurrent mixer"),
+            other => panic!("{other:?} is not a token mixer"),
         }
     }
 
     fn forward(&self, x: Tensor<B, 3>, chunked: bool) -> Tensor<B, 3> {
         match (self, chunked) {
+            // Attention has one form; "per-token" is never asked of it.
+            (Mixer::Attention(m), _) => m.forward(x, 0),
             (Mixer::Mamba2(m), true) => m.forward(x),
             (Mixer::DeltaNet(m), true) => m.forward(x),
             (Mixer::GatedDeltaNet(m), true) => m.forward(x),
@@ -674,36 +683,67 @@ fn mixer_rates<A: AutodiffBackend>(
 }
 
 fn naive_table<A: AutodiffBackend>(plan: &Plan, device: &A::Device) -> Vec<NaiveRow> {
-    let width = 128;
     println!(
         "\n2. Chunked vs per-token training form, each mixer alone: forward + backward of mean(y²), \
-         d_model {width}, batch {} × seq {}, {} warm-up + {} timed runs",
+         batch {} × seq {}, {} warm-up + {} timed runs",
         plan.batch, plan.seq_len, plan.naive_warmup, plan.naive_runs
     );
     println!("   check: the two forms' outputs within {FORMS_TOLERANCE:.0e} of their scale");
     println!(
-        "{:<15} {:>13} {:<15} {:>13} {:<15} {:>9}  {:>16}  check",
-        "mixer", "chunked tok/s", "range", "per-token", "range", "speed-up", "max |Δ out|/scale"
+        "   × attention: chunked tok/s over the attention mixer's (GQA, RoPE, causal), measured alone \
+         at the same width just before each row; target ≥ 0.7"
     );
+    println!(
+        "{:>7}  {:<15} {:>13} {:<15} {:>13} {:<15} {:>9}  {:>11}  {:>16}  check",
+        "d_model",
+        "mixer",
+        "chunked tok/s",
+        "range",
+        "per-token",
+        "range",
+        "speed-up",
+        "× attention",
+        "max |Δ out|/scale"
+    );
+    let mut rows = Vec::new();
+    for &width in &plan.widths {
+        A::seed(device, SEED);
+        let attention = Mixer::<A>::of("A", width, device);
+        rows.extend(naive_rows(&attention, width, plan, device));
+    }
+    rows
+}
+
+/// The rows of one width of [`naive_table`].
+fn naive_rows<A: AutodiffBackend>(
+    attention: &Mixer<A>,
+    width: usize,
+    plan: &Plan,
+    device: &A::Device,
+) -> Vec<NaiveRow> {
     let mut rows = Vec::new();
     for (name, code) in [("mamba2", "M2"), ("deltanet", "D"), ("gated deltanet", "GD")] {
         A::seed(device, SEED);
         let mixer = Mixer::<A>::of(code, width, device);
         let x =
             Tensor::<A, 3>::random([plan.batch, plan.seq_len, width], Distribution::Normal(0.0, 1.0), device);
+        let reference = mixer_rates(attention, &x, true, plan, device);
         let chunked = mixer_rates(&mixer, &x, true, plan, device);
+        let vs_attention = chunked.median / reference.median;
         let per_token = mixer_rates(&mixer, &x, false, plan, device);
         let output_difference =
             relative_difference(mixer.forward(x.clone(), true), mixer.forward(x.clone(), false));
         let speed_up = chunked.median / per_token.median;
         println!(
-            "{:<15} {:>13.0} {:<15} {:>13.0} {:<15} {:>8.2}×  {:>16.1e}  {}",
+            "{:>7}  {:<15} {:>13.0} {:<15} {:>13.0} {:<15} {:>8.2}×  {:>11.2}  {:>16.1e}  {}",
+            width,
             name,
             chunked.median,
             chunked.range_k(),
             per_token.median,
             per_token.range_k(),
             speed_up,
+            vs_attention,
             output_difference,
             if output_difference <= FORMS_TOLERANCE { "ok" } else { "FAILED" }
         );
@@ -713,6 +753,7 @@ fn naive_table<A: AutodiffBackend>(plan: &Plan, device: &A::Device) -> Vec<Naive
             chunked_tokens_per_s: chunked,
             per_token_tokens_per_s: per_token,
             speed_up,
+            vs_attention,
             output_difference,
         });
     }
