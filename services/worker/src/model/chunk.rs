@@ -1,6 +1,6 @@
-//! Pieces the chunked training forms of Mamba2 (SSD) and Gated DeltaNet share: causal masks and
-//! the within-chunk decay matrix, written so that every full-size (`L × L` per chunk) operation
-//! takes the flex CPU backend's fast paths.
+//! Pieces the chunked training forms of Mamba2 (SSD), DeltaNet and Gated DeltaNet share: causal
+//! masks and the within-chunk decay matrix, written so that every full-size (`L × L` per chunk)
+//! operation takes the flex CPU backend's fast paths.
 //!
 //! On that backend an elementwise operation is fast when both operands are contiguous, or when
 //! the right-hand one is broadcast either as one row shared by every outer position or as one

@@ -40,9 +40,9 @@
 //! so every chunk reduces to an affine map of its starting state; the loop over chunks applies
 //! those maps, and the outputs are then one more batched product with the stacked states.
 //! `T` is formed by recursive block doubling (see [`invert_unit_lower`]): it is an exact
-//! blocked triangular inversion, so it needs no per-row loop and, unlike a Neumann series,
-//! never forms large powers of `A`. All decay factors are exponentials of non-positive
-//! numbers, so nothing overflows however strong the decay.
+//! blocked triangular inversion, so it needs no per-row loop and, unlike a Neumann series over
+//! the whole chunk, forms powers of `A` only inside its 8×8 diagonal blocks. All decay factors
+//! are exponentials of non-positive numbers, so nothing overflows however strong the decay.
 //!
 //! Sequences that are not a multiple of the (evened-out) chunk are padded at the end with
 //! `k = v = q = 0`, `β = 0` and `g = 0`: padded tokens write nothing and decay nothing, so the
@@ -215,14 +215,15 @@ pub fn chunked_delta_rule<B: Backend>(
 
 /// `(I + A)^{-1}` for strictly lower-triangular `A`, by recursive block doubling.
 ///
-/// Start from the inverses of the 1×1 diagonal blocks (all 1) and double the block size: a
-/// block `[[L₁₁, 0], [L₂₁, L₂₂]]` whose halves are already inverted (`T₁₁`, `T₂₂`) has the
-/// inverse `[[T₁₁, 0], [−T₂₂ L₂₁ T₁₁, T₂₂]]`. Each level handles every block of every matrix
-/// in one batched product, so a chunk of `C` takes `log₂ C` levels of a few operations each
-/// (instead of `C` sequential rows for forward substitution), and the products only ever
-/// touch the `s×s` quarters, about `C³/3` multiply-adds in all. Measured on the flex CPU
-/// backend for 128 matrices of 64×64, forward and backward: 21 ms, against 406 ms for forward
-/// substitution written row by row with tensor operations.
+/// Start from the inverses of the 8×8 diagonal blocks (see [`invert_small_blocks`]) and double
+/// the block size: a block `[[L₁₁, 0], [L₂₁, L₂₂]]` whose halves are already inverted (`T₁₁`,
+/// `T₂₂`) has the inverse `[[T₁₁, 0], [−T₂₂ L₂₁ T₁₁, T₂₂]]`. Each level handles every block of
+/// every matrix in one batched product, so a chunk of `C` takes `log₂(C / 8)` levels of a few
+/// operations each (instead of `C` sequential rows for forward substitution), and the products
+/// only ever touch the `s×s` quarters, about `C³/3` multiply-adds in all. Measured on the flex
+/// CPU backend for 128 matrices of 64×64, forward and backward: 21 ms (24 ms doubling up from
+/// 1×1 blocks), against 406 ms for forward substitution written row by row with tensor
+/// operations.
 ///
 /// A size that is not a power of two is padded to the next one with zeros (the inverse of
 /// `[[I + A, 0], [0, I]]` is `[[T, 0], [0, I]]`) and the corner cut back out.
