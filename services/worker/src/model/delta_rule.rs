@@ -54,6 +54,7 @@ use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
 
 use super::chunk::{Causal, causal_decay};
+use super::contiguous;
 use super::conv::{ConvState, ShortConv};
 
 /// The `eps` under the square root of the q/k L2 normalisation.
@@ -410,8 +411,7 @@ pub(crate) fn conv_branch<B: Backend>(
 /// left as a transposed view: elementwise operations on a transposed view measured about ten
 /// times slower than on contiguous memory on the flex CPU backend.
 pub(crate) fn token_major<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [batch, heads, seq, d] = x.dims();
-    x.swap_dims(1, 2).reshape([batch, seq, heads * d]).reshape([batch, seq, heads, d])
+    contiguous(x.swap_dims(1, 2))
 }
 
 /// [`ShortConv::forward`] that continues from `state` instead of zeros, and advances it.
