@@ -36,7 +36,7 @@ impl Causal {
     }
 
     /// 1 inside the triangle and 0 outside, as one shared row `[1, L²]`.
-    pub fn keep_row<B: Backend>(self, l: usize, device: &B::Device) -> Tensor<B, 2> {
+    fn keep_row<B: Backend>(self, l: usize, device: &B::Device) -> Tensor<B, 2> {
         self.outside::<B>(l, device).bool_not().float().reshape([1, l * l])
     }
 

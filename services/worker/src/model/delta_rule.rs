@@ -248,15 +248,8 @@ pub fn invert_unit_lower<B: Backend>(a: Tensor<B, 3>) -> Tensor<B, 3> {
     while s < c {
         let m = 2 * s;
         let blocks = c / m;
-        // The lower-left s×s quarter of every diagonal m×m block, gathered by flat index:
-        // a broadcast mask over the whole matrix measured ten times slower on the CPU.
-        let index: Vec<i64> = (0..blocks)
-            .flat_map(|p| {
-                (0..s).flat_map(move |i| (0..s).map(move |j| ((p * m + s + i) * c + p * m + j) as i64))
-            })
-            .collect();
-        let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [blocks * s * s]), &device);
-        let lower_left = flat.clone().select(1, index).reshape([z, blocks, s, s]);
+        // The lower-left s×s quarter of every diagonal m×m block.
+        let lower_left = gather_blocks(flat.clone(), c, m, s, s).reshape([z, blocks, s, s]);
         let halves = t.reshape([z, blocks, 2, s, s]);
         let t11 = halves.clone().slice_dim(2, 0..1).reshape([z, blocks, s, s]);
         let t22 = halves.slice_dim(2, 1..2).reshape([z, blocks, s, s]);
@@ -267,6 +260,31 @@ pub fn invert_unit_lower<B: Backend>(a: Tensor<B, 3>) -> Tensor<B, 3> {
         s = m;
     }
     t.reshape([z, c, c])
+}
+
+/// The `size × size` blocks along the diagonal of `C × C` matrices flattened to `[z, C²]`, one
+/// every `stride` rows and columns, each starting `row_offset` rows below the diagonal (0: the
+/// diagonal blocks; `size` with `stride = 2·size`: the lower-left quarters of the diagonal
+/// blocks of twice that size). Gathered by flat index: a broadcast mask over the whole matrix
+/// measured ten times slower on the CPU. Returns `[z, (C / stride) · size²]`, block by block.
+fn gather_blocks<B: Backend>(
+    flat: Tensor<B, 2>,
+    c: usize,
+    stride: usize,
+    row_offset: usize,
+    size: usize,
+) -> Tensor<B, 2> {
+    let blocks = c / stride;
+    let index: Vec<i64> = (0..blocks)
+        .flat_map(|p| {
+            (0..size).flat_map(move |i| {
+                (0..size).map(move |j| ((p * stride + row_offset + i) * c + p * stride + j) as i64)
+            })
+        })
+        .collect();
+    let index =
+        Tensor::<B, 1, Int>::from_data(TensorData::new(index, [blocks * size * size]), &flat.device());
+    flat.select(1, index)
 }
 
 /// Size of the diagonal blocks [`invert_unit_lower`] inverts directly before doubling.
@@ -287,12 +305,8 @@ fn invert_small_blocks<B: Backend>(flat: Tensor<B, 2>, c: usize, s: usize) -> Te
     if s == 1 {
         return Tensor::ones([z, blocks, 1, 1], &device);
     }
-    let index: Vec<i64> = (0..blocks)
-        .flat_map(|p| (0..s).flat_map(move |i| (0..s).map(move |j| ((p * s + i) * c + p * s + j) as i64)))
-        .collect();
-    let index = Tensor::<B, 1, Int>::from_data(TensorData::new(index, [blocks * s * s]), &device);
     let rows = z * blocks;
-    let l = flat.select(1, index).reshape([rows, s, s]);
+    let l = gather_blocks(flat, c, s, 0, s).reshape([rows, s, s]);
     // The identity as one shared row of `s²` entries: a fast broadcast on the CPU backend.
     let eye = Tensor::<B, 2>::eye(s, &device).reshape([1, s * s]);
     let plus_eye = |m: Tensor<B, 3>| (m.reshape([rows, s * s]) + eye.clone()).reshape([rows, s, s]);
