@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use crate::kernels::Kernels;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::Serialize;
@@ -46,7 +47,7 @@ pub struct DecodeReport {
 pub struct DecodeError(pub String);
 
 /// Runs the benchmark on `model`. Prompt tokens are random ids of the model's vocabulary.
-pub fn bench<B: Backend>(
+pub fn bench<B: Kernels>(
     model: &HybridLm<B>,
     setting: DecodeSetting,
     device: &B::Device,
@@ -93,7 +94,7 @@ pub fn bench<B: Backend>(
 
 /// One timed generation: (prefill ms, generation ms). Reading the chosen token back each step
 /// forces the backend to finish the step's work, as a real generation loop does.
-fn generate<B: Backend>(model: &HybridLm<B>, prompt: Tensor<B, 2, Int>, gen_len: usize) -> (f64, f64) {
+fn generate<B: Kernels>(model: &HybridLm<B>, prompt: Tensor<B, 2, Int>, gen_len: usize) -> (f64, f64) {
     let start = Instant::now();
     let (logits, mut state) = model.prefill(prompt);
     let mut next = logits.argmax(1).squeeze_dim::<1>(1);

@@ -5,6 +5,8 @@
 //! - [`model`]: one file per operator (attention, Mamba2, DeltaNet, Gated DeltaNet, SwiGLU FFN,
 //!   embeddings with meta tokens), each generic over the backend, and [`model::lm::HybridLm`],
 //!   the language model assembled from a `search_space` layer list.
+//! - [`kernels`]: the fused kernels (short conv + SiLU, gated RMSNorm) the models call, in
+//!   tensor operations on every backend and as single-pass loops on the flex CPU backend.
 //! - [`data`]: corpora, tokenizers, the shard cache and seeded batches.
 //! - [`train`]: the proxy trainer (a step function and its driver).
 //! - [`decode`]: the decode benchmark, a candidate's measured latency.
@@ -19,6 +21,7 @@
 
 pub mod data;
 pub mod decode;
+pub mod kernels;
 pub mod model;
 pub mod profile;
 pub mod pull;
@@ -28,7 +31,8 @@ pub mod train;
 pub mod backend {
     //! The burn backends the worker trains and measures on.
     //!
-    //! Models are written generically over `B: Backend`; these aliases pick
+    //! Models are written generically over `B: Kernels` (a burn `Backend`
+    //! with the fused kernels of [`crate::kernels`]); these aliases pick
     //! the concrete backends so call sites agree on one choice. The CPU
     //! backend is burn's `flex`: on burn 0.21 it trained the attention and
     //! hybrid models 1.03-1.11x faster than `ndarray` with identical results

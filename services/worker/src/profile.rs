@@ -13,6 +13,7 @@
 
 use std::time::Instant;
 
+use crate::kernels::Kernels;
 use api::DeviceInfo;
 use burn::prelude::*;
 use burn::tensor::Distribution;
@@ -161,7 +162,7 @@ fn check_shape(shape: &OpShape) -> Result<(), String> {
 }
 
 /// Per-step times (ms) of one shape, one per timed repeat.
-fn measure<B: Backend>(
+fn measure<B: Kernels>(
     shape: &OpShape,
     batch: usize,
     config: ProfileConfig,

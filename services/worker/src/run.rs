@@ -2,8 +2,8 @@
 //! model and measure its decode latency. The command line and the pull loop call these, so they
 //! never name a burn backend themselves.
 
+use crate::kernels::TrainingBackend;
 use burn::module::{AutodiffModule, Module};
-use burn::tensor::backend::AutodiffBackend;
 use search_space::ModelSpec;
 use serde::Serialize;
 
@@ -153,7 +153,7 @@ pub fn train_job(
     }
 }
 
-fn train_on<B: AutodiffBackend>(
+fn train_on<B: TrainingBackend>(
     spec: &ModelSpec,
     prepared: &Prepared,
     config: &TrainConfig,

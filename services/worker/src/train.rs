@@ -18,13 +18,13 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::kernels::{Kernels, TrainingBackend};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
 use crate::data::synthetic::TaskScores;
@@ -158,7 +158,7 @@ impl Schedule {
 }
 
 /// A training run in progress: the model, its optimiser and where it is.
-pub struct Trainer<'a, B: AutodiffBackend> {
+pub struct Trainer<'a, B: TrainingBackend> {
     pub model: HybridLm<B>,
     optimizer: OptimizerAdaptor<AdamW, HybridLm<B>, B>,
     batches: BatchSource<'a>,
@@ -168,7 +168,7 @@ pub struct Trainer<'a, B: AutodiffBackend> {
     device: B::Device,
 }
 
-impl<B: AutodiffBackend> std::fmt::Debug for Trainer<'_, B> {
+impl<B: TrainingBackend> std::fmt::Debug for Trainer<'_, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Trainer").field("step", &self.step).field("config", &self.config).finish()
     }
@@ -193,7 +193,7 @@ impl BatchSource<'_> {
     }
 }
 
-impl<'a, B: AutodiffBackend> Trainer<'a, B> {
+impl<'a, B: TrainingBackend> Trainer<'a, B> {
     /// Checks the budget and the data, and sets up the optimiser.
     pub fn new(
         model: HybridLm<B>,
@@ -327,7 +327,7 @@ fn check_tasks(tasks: &SyntheticTasks, config: &TrainConfig) -> Result<(), Train
 }
 
 /// The model's logits for a batch as `[rows · seq_len, vocab]`, and the targets as `[rows · seq_len]`.
-fn logits_and_targets<B: Backend>(
+fn logits_and_targets<B: Kernels>(
     model: &HybridLm<B>,
     batch: &Batch,
     device: &B::Device,
@@ -343,7 +343,7 @@ fn logits_and_targets<B: Backend>(
 }
 
 /// Mean cross-entropy over the scored targets of a batch (all of them for text).
-fn loss_of<B: Backend>(model: &HybridLm<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
+fn loss_of<B: Kernels>(model: &HybridLm<B>, batch: &Batch, device: &B::Device) -> Tensor<B, 1> {
     let (logits, targets) = logits_and_targets(model, batch, device);
     match &batch.scored {
         None => CrossEntropyLossConfig::new().init(device).forward(logits, targets),
@@ -353,7 +353,7 @@ fn loss_of<B: Backend>(model: &HybridLm<B>, batch: &Batch, device: &B::Device) -
 
 /// Mean cross-entropy of `logits` `[n, vocab]` against `targets` over the positions where
 /// `scored` is true; zero when none is.
-pub fn masked_cross_entropy<B: Backend>(
+pub fn masked_cross_entropy<B: Kernels>(
     logits: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
     scored: &[bool],
@@ -392,7 +392,7 @@ impl BatchScore {
 }
 
 /// Scores one batch at its scored targets (all of them for text).
-pub fn score_batch<B: Backend>(model: &HybridLm<B>, batch: &Batch, device: &B::Device) -> BatchScore {
+pub fn score_batch<B: Kernels>(model: &HybridLm<B>, batch: &Batch, device: &B::Device) -> BatchScore {
     let (logits, targets) = logits_and_targets(model, batch, device);
     let n = batch.targets.len();
     let predicted = logits.clone().argmax(1).reshape([n]).into_data();
@@ -416,7 +416,7 @@ pub fn validation_examples(tasks: &SyntheticTasks, eval_tokens: Option<usize>) -
 }
 
 /// Loss and accuracy of each task on its fixed validation examples.
-pub fn evaluate_tasks<B: Backend>(
+pub fn evaluate_tasks<B: Kernels>(
     model: &HybridLm<B>,
     tasks: &SyntheticTasks,
     batch_size: usize,
@@ -440,12 +440,12 @@ pub fn evaluate_tasks<B: Backend>(
 }
 
 /// Scales all gradients by `max_norm / ‖g‖` when their global L2 norm exceeds `max_norm`.
-fn clip_global_norm<B: AutodiffBackend>(model: &HybridLm<B>, grads: &mut GradientsParams, max_norm: f64) {
+fn clip_global_norm<B: TrainingBackend>(model: &HybridLm<B>, grads: &mut GradientsParams, max_norm: f64) {
     struct SumSquares<'a> {
         grads: &'a GradientsParams,
         total: f64,
     }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for SumSquares<'_> {
+    impl<B: TrainingBackend> ModuleVisitor<B> for SumSquares<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
                 self.total += g.powi_scalar(2).sum().into_scalar().elem::<f64>();
@@ -456,7 +456,7 @@ fn clip_global_norm<B: AutodiffBackend>(model: &HybridLm<B>, grads: &mut Gradien
         grads: &'a mut GradientsParams,
         factor: f64,
     }
-    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+    impl<B: TrainingBackend> ModuleVisitor<B> for Scale<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
                 self.grads.register(param.id, g.mul_scalar(self.factor));
@@ -472,7 +472,7 @@ fn clip_global_norm<B: AutodiffBackend>(model: &HybridLm<B>, grads: &mut Gradien
 }
 
 /// Mean loss over consecutive windows of the validation stream.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: Kernels>(
     model: &HybridLm<B>,
     validation: &[u32],
     seq_len: usize,
@@ -503,7 +503,7 @@ pub enum TrainData<'a> {
 }
 
 /// Trains a model for the configured budget and scores it on the validation stream.
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: TrainingBackend>(
     model: HybridLm<B>,
     train_tokens: &[u32],
     validation_tokens: &[u32],
@@ -516,7 +516,7 @@ pub fn train<B: AutodiffBackend>(
 }
 
 /// Trains a model for the configured budget on `data` and scores it.
-pub fn train_on_data<B: AutodiffBackend>(
+pub fn train_on_data<B: TrainingBackend>(
     model: HybridLm<B>,
     data: TrainData<'_>,
     config: &TrainConfig,

@@ -38,7 +38,6 @@ use std::time::Instant;
 
 use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, TensorData};
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
@@ -47,6 +46,7 @@ use search_space::{Architecture, LayerSpec, ModelSpec, OpKind};
 use serde::Serialize;
 use worker::backend::{CpuAutodiff, default_device, describe};
 use worker::decode::{self, DecodeSetting};
+use worker::kernels::{Kernels, TrainingBackend};
 use worker::model::attention::{Attention, AttentionConfig};
 use worker::model::delta_rule::Scan;
 use worker::model::deltanet::DeltaNetConfig;
@@ -438,7 +438,7 @@ fn run(args: &Args) -> Result<bool, String> {
 }
 
 /// Runs sections 1-3 on the autodiff backend `A` (decoding on its inner backend).
-fn measure_all<A: AutodiffBackend>(args: &Args, report: &mut Report, tokens: &[u32], device: &A::Device) {
+fn measure_all<A: TrainingBackend>(args: &Args, report: &mut Report, tokens: &[u32], device: &A::Device) {
     report.machine.train_backend = describe::<A>(device);
     report.machine.decode_backend = describe::<A::InnerBackend>(device);
     let plan = report.plan.clone();
@@ -502,7 +502,7 @@ fn model_spec(layers: &[&str], width: usize) -> ModelSpec {
 /// A [`Trainer`] whose steps are timed: `plan.train_warmup` untimed steps, then
 /// `plan.train_steps` timed ones. Peers advance one step each in turn, so that a change in the
 /// machine's load during the run falls on all of them alike rather than on whichever ran last.
-struct TimedTrainer<'a, A: AutodiffBackend> {
+struct TimedTrainer<'a, A: TrainingBackend> {
     trainer: Trainer<'a, A>,
     device: A::Device,
     warmup: usize,
@@ -511,7 +511,7 @@ struct TimedTrainer<'a, A: AutodiffBackend> {
     losses: Vec<f64>,
 }
 
-impl<'a, A: AutodiffBackend> TimedTrainer<'a, A> {
+impl<'a, A: TrainingBackend> TimedTrainer<'a, A> {
     fn new(model: HybridLm<A>, tokens: &'a [u32], plan: &Plan, device: &A::Device) -> Self {
         let tokens_per_step = plan.batch * plan.seq_len;
         let config = TrainConfig {
@@ -552,7 +552,7 @@ impl<'a, A: AutodiffBackend> TimedTrainer<'a, A> {
     }
 }
 
-fn training_table<A: AutodiffBackend>(plan: &Plan, tokens: &[u32], device: &A::Device) -> Vec<TrainRow> {
+fn training_table<A: TrainingBackend>(plan: &Plan, tokens: &[u32], device: &A::Device) -> Vec<TrainRow> {
     println!(
         "\n1. Training throughput: Trainer::step (forward + backward + clip + AdamW), batch {} × seq {}, \
          4 mixers + 4 FFNs, {} warm-up + {} timed steps, the models of one width stepping in turn",
@@ -624,14 +624,14 @@ fn training_table<A: AutodiffBackend>(plan: &Plan, tokens: &[u32], device: &A::D
 
 /// One mixer alone: a recurrent one, runnable in both forms, or attention, the reference.
 #[allow(clippy::large_enum_variant, reason = "four are built per run; boxing would not pay for itself")]
-enum Mixer<B: Backend> {
+enum Mixer<B: Kernels> {
     Attention(Attention<B>),
     Mamba2(Mamba2<B>),
     DeltaNet(worker::model::deltanet::DeltaNet<B>),
     GatedDeltaNet(worker::model::gated_deltanet::GatedDeltaNet<B>),
 }
 
-impl<B: Backend> Mixer<B> {
+impl<B: Kernels> Mixer<B> {
     /// The mixer of the first layer of `[code, F] × 4` at `width`.
     fn of(code: &str, width: usize, device: &B::Device) -> Self {
         let spec = model_spec(&[code, "F"], width);
@@ -661,7 +661,7 @@ impl<B: Backend> Mixer<B> {
 }
 
 /// Tokens/s of forward + backward (loss `mean(y²)`) through one form of the mixer.
-fn mixer_rates<A: AutodiffBackend>(
+fn mixer_rates<A: TrainingBackend>(
     mixer: &Mixer<A>,
     x: &Tensor<A, 3>,
     chunked: bool,
@@ -682,7 +682,7 @@ fn mixer_rates<A: AutodiffBackend>(
     Spread::of(rates)
 }
 
-fn naive_table<A: AutodiffBackend>(plan: &Plan, device: &A::Device) -> Vec<NaiveRow> {
+fn naive_table<A: TrainingBackend>(plan: &Plan, device: &A::Device) -> Vec<NaiveRow> {
     println!(
         "\n2. Chunked vs per-token training form, each mixer alone: forward + backward of mean(y²), \
          batch {} × seq {}, {} warm-up + {} timed runs",
@@ -715,7 +715,7 @@ fn naive_table<A: AutodiffBackend>(plan: &Plan, device: &A::Device) -> Vec<Naive
 }
 
 /// The rows of one width of [`naive_table`].
-fn naive_rows<A: AutodiffBackend>(
+fn naive_rows<A: TrainingBackend>(
     attention: &Mixer<A>,
     width: usize,
     plan: &Plan,
@@ -761,7 +761,7 @@ fn naive_rows<A: AutodiffBackend>(
 }
 
 /// `max |a − b| / max |b|` over all elements.
-fn relative_difference<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f64 {
+fn relative_difference<B: Kernels, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> f64 {
     let scale = b.clone().abs().max().into_scalar().elem::<f64>();
     let diff = (a - b).abs().max().into_scalar().elem::<f64>();
     diff / scale.max(f64::MIN_POSITIVE)
@@ -770,7 +770,7 @@ fn relative_difference<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B,
 // ---------------------------------------------------------------------------------------------
 // 3. Decode
 
-fn decode_table<B: Backend>(plan: &Plan, device: &B::Device) -> Vec<DecodeRow> {
+fn decode_table<B: Kernels>(plan: &Plan, device: &B::Device) -> Vec<DecodeRow> {
     let width = 128;
     println!(
         "\n3. Decode at batch 1, d_model {width}: ms per generated token after a prompt of each length \
@@ -872,7 +872,7 @@ mod backends {
     /// Collects the data of every float parameter, in visiting order.
     struct CollectWeights(Vec<TensorData>);
 
-    impl<B: Backend> ModuleVisitor<B> for CollectWeights {
+    impl<B: Kernels> ModuleVisitor<B> for CollectWeights {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
             self.0.push(param.val().into_data());
         }
@@ -881,7 +881,7 @@ mod backends {
     /// Replaces every float parameter, in visiting order, with the next collected data.
     struct LoadWeights(std::vec::IntoIter<TensorData>);
 
-    impl<B: Backend> ModuleMapper<B> for LoadWeights {
+    impl<B: Kernels> ModuleMapper<B> for LoadWeights {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
             let data = self.0.next().expect("both models have the same parameters");
             param.map(|old| {
@@ -893,7 +893,7 @@ mod backends {
     }
 
     /// `to` with the weights of `from`: both must be built from the same spec.
-    pub(super) fn copy_weights<S: Backend, T: Backend>(from: &HybridLm<S>, to: HybridLm<T>) -> HybridLm<T> {
+    pub(super) fn copy_weights<S: Kernels, T: Kernels>(from: &HybridLm<S>, to: HybridLm<T>) -> HybridLm<T> {
         let mut collected = CollectWeights(Vec::new());
         from.visit(&mut collected);
         let mut load = LoadWeights(collected.0.into_iter());
@@ -903,7 +903,7 @@ mod backends {
     }
 
     /// Seeded random token ids `[rows, len]` below `vocab`, the same on every backend.
-    pub(super) fn token_ids<B: Backend>(
+    pub(super) fn token_ids<B: Kernels>(
         rows: usize,
         len: usize,
         vocab: usize,
@@ -916,7 +916,7 @@ mod backends {
 
     /// Prefills `split` tokens, decodes the rest one step at a time, and returns the largest
     /// difference from the full forward's logits at the same positions, relative to their scale.
-    fn decode_vs_forward<B: Backend>(model: &HybridLm<B>, tokens: Tensor<B, 2, Int>, split: usize) -> f64 {
+    fn decode_vs_forward<B: Kernels>(model: &HybridLm<B>, tokens: Tensor<B, 2, Int>, split: usize) -> f64 {
         let [rows, len] = tokens.dims();
         let full = model.forward(tokens.clone());
         let vocab = full.dims()[2];
@@ -935,7 +935,7 @@ mod backends {
 
     /// Trains the same models from the same weights and batches on the reference backend `R` and
     /// the other backend `O`, side by side, and checks that `O` computes what `R` does.
-    pub(super) fn compare_backends<R: AutodiffBackend, O: AutodiffBackend>(
+    pub(super) fn compare_backends<R: TrainingBackend, O: TrainingBackend>(
         report: &mut Report,
         tokens: &[u32],
         (reference_device, other_device): (&R::Device, &O::Device),

@@ -2,15 +2,15 @@
 //! projections.
 //!
 //! `y[t, c] = bias[c] + Σ_j w[c, j] · x[t - (K - 1) + j, c]` with zeros before the sequence start:
-//! a PyTorch `Conv1d(groups = channels, padding = K - 1)` truncated to the input length. It is
-//! written as a sum of `K` shifted, weighted copies of the input, which for kernel 4 is much
-//! cheaper than a general convolution.
+//! a PyTorch `Conv1d(groups = channels, padding = K - 1)` truncated to the input length. The
+//! sequence form is the backend's [`Kernels::short_conv`] (fused with the SiLU that follows it
+//! in the mixers); the decode step is a few tensor operations on a `K`-token window.
 
 use burn::module::{Module, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-use super::contiguous;
+use crate::kernels::Kernels;
 
 /// Configuration of a [`ShortConv`].
 #[derive(Config, Debug)]
@@ -53,37 +53,21 @@ impl ShortConvConfig {
     }
 }
 
-impl<B: Backend> ShortConv<B> {
+impl<B: Kernels> ShortConv<B> {
     /// Filters a whole sequence.
     ///
     /// # Shapes
     /// - `x`: `[batch, seq, channels]` → `[batch, seq, channels]`
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [batch, seq, channels] = x.dims();
-        let k = self.kernel;
-        let padded = if k > 1 {
-            Tensor::cat(vec![Tensor::zeros([batch, k - 1, channels], &x.device()), x], 1)
-        } else {
-            x
-        };
-        let w = self.weight.val();
-        let mut y: Option<Tensor<B, 3>> = None;
-        for j in 0..k {
-            let tap = w.clone().slice([0..channels, j..j + 1]).reshape([1, 1, channels]);
-            // A shifted window of a batch is a strided view, and the product's backward would
-            // multiply the gradient by it element by element: one copy measured twice as fast
-            // for the whole convolution (forward and backward, `[8, 256, 128]`, kernel 4).
-            let term = contiguous(padded.clone().slice([0..batch, j..j + seq, 0..channels])) * tap;
-            y = Some(match y {
-                Some(acc) => acc + term,
-                None => term,
-            });
-        }
-        let y = y.expect("kernel has at least one tap");
-        match &self.bias {
-            Some(b) => y + b.val().reshape([1, 1, channels]),
-            None => y,
-        }
+        B::short_conv(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), false)
+    }
+
+    /// `silu(forward(x))` as one fused operation: how Mamba2 and DeltaNet use the conv.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, channels]` → `[batch, seq, channels]`
+    pub fn forward_silu(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        B::short_conv(x, self.weight.val(), self.bias.as_ref().map(|b| b.val()), true)
     }
 
     /// An all-zero state: what the sequence start looks like.

@@ -50,12 +50,12 @@
 
 use burn::nn::Linear;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 use burn::tensor::ops::PadMode;
 
 use super::chunk::{Causal, causal_decay};
 use super::contiguous;
 use super::conv::{ConvState, ShortConv};
+use crate::kernels::Kernels;
 
 /// The `eps` under the square root of the q/k L2 normalisation.
 pub const L2_NORM_EPSILON: f64 = 1e-6;
@@ -404,7 +404,7 @@ pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 ///
 /// # Shapes
 /// - `x`: `[batch, seq, hidden]` → `[batch, seq, heads, head_dim]`
-pub(crate) fn conv_branch<B: Backend>(
+pub(crate) fn conv_branch<B: Kernels>(
     proj: &Linear<B>,
     conv: &ShortConv<B>,
     x: Tensor<B, 3>,
@@ -415,10 +415,10 @@ pub(crate) fn conv_branch<B: Backend>(
     let [batch, seq, _] = x.dims();
     let y = proj.forward(x);
     let y = match conv_state {
-        Some(state) => causal_conv_from(conv, y, state),
-        None => conv.forward(y),
+        Some(state) => causal_conv_silu_from(conv, y, state),
+        None => conv.forward_silu(y),
     };
-    silu(y).reshape([batch, seq, heads, head_dim])
+    y.reshape([batch, seq, heads, head_dim])
 }
 
 /// `[batch, heads, seq, d]` → `[batch, seq, heads, d]`, copied into that layout rather than
@@ -428,11 +428,11 @@ pub(crate) fn token_major<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     contiguous(x.swap_dims(1, 2))
 }
 
-/// [`ShortConv::forward`] that continues from `state` instead of zeros, and advances it.
+/// [`ShortConv::forward_silu`] that continues from `state` instead of zeros, and advances it.
 ///
 /// The window is put in front of the input and the outputs for it are dropped: from position
 /// `K − 1` on, the convolution sees exactly the window followed by the new tokens.
-fn causal_conv_from<B: Backend>(
+fn causal_conv_silu_from<B: Kernels>(
     conv: &ShortConv<B>,
     x: Tensor<B, 3>,
     state: &mut ConvState<B>,
@@ -440,11 +440,11 @@ fn causal_conv_from<B: Backend>(
     let [_, seq, _] = x.dims();
     let kept = conv.kernel.saturating_sub(1);
     if kept == 0 {
-        return conv.forward(x);
+        return conv.forward_silu(x);
     }
     let full = Tensor::cat(vec![state.window.clone(), x], 1);
     state.window = full.clone().slice_dim(1, seq..seq + kept);
-    conv.forward(full).slice_dim(1, kept..kept + seq)
+    conv.forward_silu(full).slice_dim(1, kept..kept + seq)
 }
 
 #[cfg(test)]

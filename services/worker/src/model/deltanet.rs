@@ -16,6 +16,7 @@
 //! chunks (the WY form) rather than token by token; [`DeltaNet::step`] runs it one token at a
 //! time for decoding.
 
+use crate::kernels::Kernels;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
@@ -49,7 +50,7 @@ pub struct DeltaNetConfig {
 
 /// The DeltaNet token mixer.
 #[derive(Module, Debug)]
-pub struct DeltaNet<B: Backend> {
+pub struct DeltaNet<B: Kernels> {
     pub q_proj: Linear<B>,
     pub k_proj: Linear<B>,
     pub v_proj: Linear<B>,
@@ -68,7 +69,7 @@ pub struct DeltaNet<B: Backend> {
 
 /// What a DeltaNet or Gated DeltaNet layer keeps between decoding steps; owned by the caller.
 #[derive(Clone, Debug)]
-pub struct DeltaNetState<B: Backend> {
+pub struct DeltaNetState<B: Kernels> {
     pub conv_q: ConvState<B>,
     pub conv_k: ConvState<B>,
     pub conv_v: ConvState<B>,
@@ -79,7 +80,7 @@ pub struct DeltaNetState<B: Backend> {
 /// The input side DeltaNet and Gated DeltaNet share: q, k and v projections each followed by a
 /// short causal conv and SiLU, L2-normalised q and k, and the write strength β = sigmoid(W_b x).
 /// A borrowed view of a mixer's parameters, so both mixers keep their own (record) layout.
-pub(crate) struct DeltaInputs<'a, B: Backend> {
+pub(crate) struct DeltaInputs<'a, B: Kernels> {
     pub q_proj: &'a Linear<B>,
     pub k_proj: &'a Linear<B>,
     pub v_proj: &'a Linear<B>,
@@ -91,7 +92,7 @@ pub(crate) struct DeltaInputs<'a, B: Backend> {
     pub head_dim: usize,
 }
 
-impl<B: Backend> DeltaInputs<'_, B> {
+impl<B: Kernels> DeltaInputs<'_, B> {
     /// q, k, v and β of a whole sequence, heads first (`[batch, heads, seq, d]`, β
     /// `[batch, heads, seq]`), advancing the conv windows of `state` when given.
     #[allow(clippy::type_complexity, reason = "the four inputs of the delta rule, named at the call")]
@@ -148,7 +149,7 @@ impl DeltaNetConfig {
             .with_conv_kernel(spec.conv_kernel as usize)
     }
 
-    pub fn init<B: Backend>(&self, device: &B::Device) -> DeltaNet<B> {
+    pub fn init<B: Kernels>(&self, device: &B::Device) -> DeltaNet<B> {
         assert!(self.chunk_size > 0, "chunk_size must be positive");
         let width = self.num_heads * self.head_dim;
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
@@ -170,7 +171,7 @@ impl DeltaNetConfig {
     }
 }
 
-impl<B: Backend> DeltaNet<B> {
+impl<B: Kernels> DeltaNet<B> {
     /// Mixes a whole sequence from an empty memory, in the chunked training form.
     ///
     /// # Shapes
@@ -256,7 +257,7 @@ mod tests {
 
     type B = Cpu;
 
-    fn weights<B: Backend>(m: &DeltaNet<B>, hidden: usize) -> Weights {
+    fn weights<B: Kernels>(m: &DeltaNet<B>, hidden: usize) -> Weights {
         Weights {
             hidden,
             heads: m.num_heads,
@@ -277,7 +278,7 @@ mod tests {
     }
 
     /// A mixer whose output norm weight is not all ones, so that a mix-up of it shows.
-    fn mixer<B: Backend>(config: &DeltaNetConfig, device: &B::Device) -> DeltaNet<B> {
+    fn mixer<B: Kernels>(config: &DeltaNetConfig, device: &B::Device) -> DeltaNet<B> {
         let mut m = config.init::<B>(device);
         m.o_norm.gamma =
             m.o_norm.gamma.map(|w| w.random_like(Distribution::Uniform(0.5, 1.5)).require_grad());

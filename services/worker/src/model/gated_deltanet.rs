@@ -13,6 +13,7 @@
 //! `dt_bias` starts it in a useful range. The training form is the chunked delta rule of
 //! [`delta_rule`](super::delta_rule) with the decay folded into its within-chunk factors.
 
+use crate::kernels::Kernels;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
@@ -56,7 +57,7 @@ pub struct GatedDeltaNetConfig {
 
 /// The Gated DeltaNet token mixer.
 #[derive(Module, Debug)]
-pub struct GatedDeltaNet<B: Backend> {
+pub struct GatedDeltaNet<B: Kernels> {
     pub q_proj: Linear<B>,
     pub k_proj: Linear<B>,
     pub v_proj: Linear<B>,
@@ -89,7 +90,7 @@ impl GatedDeltaNetConfig {
             .with_conv_kernel(spec.conv_kernel as usize)
     }
 
-    pub fn init<B: Backend>(&self, device: &B::Device) -> GatedDeltaNet<B> {
+    pub fn init<B: Kernels>(&self, device: &B::Device) -> GatedDeltaNet<B> {
         assert!(self.chunk_size > 0, "chunk_size must be positive");
         let (h, width) = (self.num_heads, self.num_heads * self.head_dim);
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
@@ -125,7 +126,7 @@ impl GatedDeltaNetConfig {
     }
 }
 
-impl<B: Backend> GatedDeltaNet<B> {
+impl<B: Kernels> GatedDeltaNet<B> {
     /// Mixes a whole sequence from an empty memory, in the chunked training form.
     ///
     /// # Shapes
@@ -226,7 +227,7 @@ mod tests {
 
     type B = Cpu;
 
-    fn weights<B: Backend>(m: &GatedDeltaNet<B>, hidden: usize) -> Weights {
+    fn weights<B: Kernels>(m: &GatedDeltaNet<B>, hidden: usize) -> Weights {
         Weights {
             hidden,
             heads: m.num_heads,
@@ -252,7 +253,7 @@ mod tests {
     }
 
     /// A mixer whose output norm weight is not all ones, so that a mix-up of it shows.
-    fn mixer<B: Backend>(config: &GatedDeltaNetConfig, device: &B::Device) -> GatedDeltaNet<B> {
+    fn mixer<B: Kernels>(config: &GatedDeltaNetConfig, device: &B::Device) -> GatedDeltaNet<B> {
         let mut m = config.init::<B>(device);
         m.o_norm.weight =
             m.o_norm.weight.map(|w| w.random_like(Distribution::Uniform(0.5, 1.5)).require_grad());

@@ -11,10 +11,10 @@
 
 use std::sync::Mutex;
 
+use crate::kernels::{Kernels, TrainingBackend};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{RmsNorm, RmsNormConfig};
 use burn::prelude::*;
-use burn::tensor::backend::AutodiffBackend;
 use search_space::{LayerSpec, ModelSpec};
 
 use super::attention::{Attention, AttentionConfig, KvCache};
@@ -31,7 +31,7 @@ const NORM_EPSILON: f64 = 1e-6;
 /// One sub-layer's operator.
 #[allow(clippy::large_enum_variant, reason = "one per layer, built once; boxing would not pay for itself")]
 #[derive(Module, Debug)]
-pub enum Operator<B: Backend> {
+pub enum Operator<B: Kernels> {
     Attention(Attention<B>),
     Mamba2(Mamba2<B>),
     DeltaNet(DeltaNet<B>),
@@ -41,7 +41,7 @@ pub enum Operator<B: Backend> {
 
 /// What one sub-layer keeps between decode steps.
 #[derive(Clone, Debug)]
-pub enum LayerState<B: Backend> {
+pub enum LayerState<B: Kernels> {
     Attention(KvCache<B>),
     Mamba2(Mamba2State<B>),
     /// DeltaNet and Gated DeltaNet.
@@ -52,14 +52,14 @@ pub enum LayerState<B: Backend> {
 
 /// A pre-norm residual sub-layer: `x + op(rmsnorm(x))`.
 #[derive(Module, Debug)]
-pub struct SubLayer<B: Backend> {
+pub struct SubLayer<B: Kernels> {
     pub norm: RmsNorm<B>,
     pub op: Operator<B>,
 }
 
 /// The whole model.
 #[derive(Module, Debug)]
-pub struct HybridLm<B: Backend> {
+pub struct HybridLm<B: Kernels> {
     pub embedding: TokenEmbedding<B>,
     pub layers: Vec<SubLayer<B>>,
     pub final_norm: RmsNorm<B>,
@@ -67,7 +67,7 @@ pub struct HybridLm<B: Backend> {
 
 /// Per-layer caches and states of a decoding batch.
 #[derive(Clone, Debug)]
-pub struct DecodeState<B: Backend> {
+pub struct DecodeState<B: Kernels> {
     pub layers: Vec<LayerState<B>>,
 }
 
@@ -75,13 +75,13 @@ pub struct DecodeState<B: Backend> {
 /// two models initialised at once would interleave their draws.
 static SEEDED_INIT: Mutex<()> = Mutex::new(());
 
-impl<B: Backend> HybridLm<B> {
+impl<B: Kernels> HybridLm<B> {
     /// Builds the model with weights drawn from `seed`: the same seed gives the same weights.
     /// burn creates parameters lazily, so every parameter is materialised here, under the seed,
     /// rather than at some later first use.
     pub fn init_seeded(spec: &ModelSpec, seed: u64, device: &B::Device) -> Self {
         struct Materialize;
-        impl<B: Backend> ModuleVisitor<B> for Materialize {
+        impl<B: Kernels> ModuleVisitor<B> for Materialize {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
                 let _ = param.val();
             }
@@ -214,7 +214,7 @@ impl<B: Backend> HybridLm<B> {
     }
 }
 
-impl<B: AutodiffBackend> HybridLm<B> {
+impl<B: TrainingBackend> HybridLm<B> {
     /// Puts every residual-stream vector of every projection back on the unit sphere (see
     /// [`super::weight_norm`]); the trainer calls it after each optimiser step when weight
     /// normalisation is on.

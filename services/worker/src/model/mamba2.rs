@@ -27,6 +27,7 @@
 //! [`Mamba2::forward_with_state`] runs the chunked form from a state and returns the next one,
 //! so a prompt can be prefilled in one call and then decoded token by token.
 
+use crate::kernels::Kernels;
 use burn::module::{Module, Param};
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
@@ -37,7 +38,7 @@ use search_space::ops::Mamba2Spec;
 use super::contiguous;
 use super::conv::{ConvState, ShortConv, ShortConvConfig};
 use super::delta_rule::Scan;
-use super::norm::{GatedRmsNorm, GatedRmsNormConfig, rms_normalize};
+use super::norm::{GatedRmsNorm, GatedRmsNormConfig};
 use super::ssd::{chunked_scan, scan_step, sequential_scan};
 
 /// Configuration of a [`Mamba2`] mixer.
@@ -77,7 +78,7 @@ pub struct Mamba2Config {
 
 /// The Mamba2 token mixer (see the module doc for the equations).
 #[derive(Module, Debug)]
-pub struct Mamba2<B: Backend> {
+pub struct Mamba2<B: Kernels> {
     /// `hidden → [z, x, B, C, dt]`, no bias.
     pub in_proj: Linear<B>,
     /// Depthwise causal convolution over `[x, B, C]`, with bias.
@@ -102,7 +103,7 @@ pub struct Mamba2<B: Backend> {
 
 /// What [`Mamba2`] carries from one token to the next while decoding.
 #[derive(Clone, Debug)]
-pub struct Mamba2State<B: Backend> {
+pub struct Mamba2State<B: Kernels> {
     /// The last `kernel - 1` inputs of the convolution over `[x, B, C]`.
     pub conv: ConvState<B>,
     /// The scan state `H`, `[batch, heads, head_dim, state_size]`.
@@ -136,7 +137,7 @@ impl Mamba2Config {
     ///
     /// # Panics
     /// If a width is zero or `num_heads` is not a multiple of `groups`.
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Mamba2<B> {
+    pub fn init<B: Kernels>(&self, device: &B::Device) -> Mamba2<B> {
         let (heads, groups) = (self.num_heads, self.groups);
         assert!(
             self.hidden > 0 && heads > 0 && self.head_dim > 0 && self.state_size > 0,
@@ -186,11 +187,11 @@ impl Mamba2Config {
 }
 
 /// `log(1 + exp(v))` without overflow for large `v`: `max(v, 0) + log(1 + exp(-|v|))`.
-fn softplus<B: Backend, const D: usize>(v: Tensor<B, D>) -> Tensor<B, D> {
+fn softplus<B: Kernels, const D: usize>(v: Tensor<B, D>) -> Tensor<B, D> {
     v.clone().clamp_min(0.0) + v.abs().neg().exp().log1p()
 }
 
-impl<B: Backend> Mamba2<B> {
+impl<B: Kernels> Mamba2<B> {
     fn d_inner(&self) -> usize {
         self.num_heads * self.head_dim
     }
@@ -239,29 +240,18 @@ impl<B: Backend> Mamba2<B> {
 
     /// `out_proj(rmsnorm(y · silu(z)) · w)`, normalising each group's channels separately.
     fn gate_and_project<const D: usize>(&self, y: Tensor<B, D>, z: Tensor<B, D>) -> Tensor<B, D> {
-        let normed = if self.groups == 1 {
-            self.norm.forward(y, z)
-        } else {
-            let dims = y.dims();
-            let rows = dims[..D - 1].iter().product::<usize>();
-            let width = self.d_inner() / self.groups;
-            let gated = (y * silu(z)).reshape([rows, self.groups, width]);
-            let mut shape = [1; D];
-            shape[D - 1] = self.d_inner();
-            rms_normalize(gated, self.norm.epsilon).reshape(dims) * self.norm.weight.val().reshape(shape)
-        };
-        self.out_proj.forward(normed)
+        self.out_proj.forward(self.norm.forward_groups(y, z, self.groups))
     }
 
-    /// Convolves a whole sequence of `[x, B, C]` after `window` (zeros when `None`) and returns
-    /// the output with the window for what follows.
+    /// Convolves a whole sequence of `[x, B, C]` after `window` (zeros when `None`), with the
+    /// SiLU after it, and returns the output with the window for what follows.
     fn conv_sequence(&self, xbc: Tensor<B, 3>, window: Option<Tensor<B, 3>>) -> (Tensor<B, 3>, Tensor<B, 3>) {
         let [batch, seq, channels] = xbc.dims();
         let keep = self.conv.kernel - 1;
         match window {
             // The training path: no window to prepend, so the conv sees the sequence alone.
             None => {
-                let y = self.conv.forward(xbc.clone());
+                let y = self.conv.forward_silu(xbc.clone());
                 let window = if seq >= keep {
                     xbc.slice([0..batch, seq - keep..seq, 0..channels])
                 } else {
@@ -273,7 +263,7 @@ impl<B: Backend> Mamba2<B> {
             // the outputs for the new tokens only ever look back into real inputs.
             Some(window) => {
                 let full = Tensor::cat(vec![window, xbc], 1);
-                let y = self.conv.forward(full.clone()).slice([0..batch, keep..keep + seq, 0..channels]);
+                let y = self.conv.forward_silu(full.clone()).slice([0..batch, keep..keep + seq, 0..channels]);
                 (y, full.slice([0..batch, seq..seq + keep, 0..channels]))
             }
         }
@@ -296,7 +286,7 @@ impl<B: Backend> Mamba2<B> {
 
         let [z, xbc, dt] = self.split_projection(self.in_proj.forward(x));
         let (xbc, window) = self.conv_sequence(xbc, conv_window);
-        let [xs, b, c] = self.split_xbc(silu(xbc));
+        let [xs, b, c] = self.split_xbc(xbc);
         let dt = self.step_size(dt);
         let heads_x = xs.clone().reshape([batch, seq, h, p]);
         let (b, c) = (b.reshape([batch, seq, g, n]), c.reshape([batch, seq, g, n]));

@@ -2,11 +2,13 @@
 //!
 //! Mamba2 normalises after gating, `rmsnorm(y · silu(z))`; Gated DeltaNet gates after
 //! normalising, `rmsnorm(o) · silu(g)` (per head). [`GatedRmsNorm`] does both, chosen by
-//! `norm_before_gate`. The plain pre-norm of every sub-layer is burn's `RmsNorm`.
+//! `norm_before_gate`, as the backend's fused [`Kernels::gated_rms_norm`]. The plain pre-norm of
+//! every sub-layer is burn's `RmsNorm`.
 
 use burn::module::{Module, Param};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
+
+use crate::kernels::{GateOrder, Kernels};
 
 /// Configuration of a [`GatedRmsNorm`].
 #[derive(Config, Debug)]
@@ -38,25 +40,26 @@ impl GatedRmsNormConfig {
     }
 }
 
-/// `x / sqrt(mean(x², last dim) + eps)`.
-pub fn rms_normalize<B: Backend, const D: usize>(x: Tensor<B, D>, epsilon: f64) -> Tensor<B, D> {
-    let mean_sq = x.clone().powi_scalar(2).mean_dim(D - 1);
-    x * (mean_sq + epsilon).sqrt().recip()
-}
-
-impl<B: Backend> GatedRmsNorm<B> {
+impl<B: Kernels> GatedRmsNorm<B> {
     /// # Shapes
     /// - `x`, `gate`: `[..., width]` → `[..., width]`
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>, gate: Tensor<B, D>) -> Tensor<B, D> {
-        let width = self.weight.dims()[0];
-        let mut shape = [1; D];
-        shape[D - 1] = width;
-        let weight = self.weight.val().reshape(shape);
-        if self.norm_before_gate {
-            rms_normalize(x, self.epsilon) * weight * silu(gate)
-        } else {
-            rms_normalize(x * silu(gate), self.epsilon) * weight
-        }
+        self.forward_groups(x, gate, 1)
+    }
+
+    /// [`forward`](Self::forward) with each of `groups` equal parts of the last dimension
+    /// normalised on its own (Mamba2 with several groups).
+    ///
+    /// # Shapes
+    /// - `x`, `gate`: `[..., width]` → `[..., width]`
+    pub fn forward_groups<const D: usize>(
+        &self,
+        x: Tensor<B, D>,
+        gate: Tensor<B, D>,
+        groups: usize,
+    ) -> Tensor<B, D> {
+        let order = if self.norm_before_gate { GateOrder::NormThenGate } else { GateOrder::GateThenNorm };
+        B::gated_rms_norm(x, gate, self.weight.val(), groups, order, self.epsilon)
     }
 }
 

@@ -1,10 +1,10 @@
 use super::*;
 use crate::backend::{Cpu, CpuAutodiff};
+use crate::kernels::TrainingBackend;
 use crate::model::ssd::reference_scan;
-use burn::tensor::backend::AutodiffBackend;
 use search_space::ops::LayerSpec;
 
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+fn host<B: Kernels, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().to_vec::<f32>().expect("f32 data").into_iter().map(f64::from).collect()
 }
 
@@ -33,7 +33,7 @@ struct Dims {
 
 /// A mixer whose `D`, norm weight and `dt_bias` are random too, so that no term of the
 /// equations hides behind an initial 1 or a tiny step size.
-fn mixer<B: Backend>(d: Dims, device: &B::Device) -> Mamba2<B> {
+fn mixer<B: Kernels>(d: Dims, device: &B::Device) -> Mamba2<B> {
     let mut m = Mamba2Config::new(d.hidden, d.heads, d.head_dim, d.state)
         .with_groups(d.groups)
         .with_chunk_size(d.chunk)
@@ -45,12 +45,12 @@ fn mixer<B: Backend>(d: Dims, device: &B::Device) -> Mamba2<B> {
     m
 }
 
-fn input<B: Backend>(batch: usize, seq: usize, d: Dims, device: &B::Device) -> Tensor<B, 3> {
+fn input<B: Kernels>(batch: usize, seq: usize, d: Dims, device: &B::Device) -> Tensor<B, 3> {
     Tensor::random([batch, seq, d.hidden], Distribution::Normal(0.0, 1.0), device)
 }
 
 /// Runs `step` over every token of `x` from `state`, returning the outputs as a sequence.
-fn step_through<B: Backend>(m: &Mamba2<B>, x: Tensor<B, 3>, state: &mut Mamba2State<B>) -> Tensor<B, 3> {
+fn step_through<B: Kernels>(m: &Mamba2<B>, x: Tensor<B, 3>, state: &mut Mamba2State<B>) -> Tensor<B, 3> {
     let [batch, seq, hidden] = x.dims();
     let ys = (0..seq)
         .map(|t| m.step(x.clone().slice([0..batch, t..t + 1, 0..hidden]).reshape([batch, hidden]), state))
@@ -73,7 +73,7 @@ const PARAMETERS: [&str; 8] =
     ["in_proj", "conv.weight", "conv.bias", "dt_bias", "A_log", "D", "norm", "out_proj"];
 
 impl Reference {
-    fn of<B: Backend>(m: &Mamba2<B>, dims: Dims) -> Self {
+    fn of<B: Kernels>(m: &Mamba2<B>, dims: Dims) -> Self {
         let conv_bias = m.conv.bias.as_ref().expect("Mamba2's conv has a bias");
         Self {
             dims,
@@ -322,7 +322,7 @@ fn a_spec_whose_inner_width_is_not_heads_times_head_dim_is_rejected() {
 #[test]
 #[ignore = "benchmark; prints tokens/s"]
 fn training_throughput_chunked_vs_per_token_loop() {
-    fn tokens_per_s<B: AutodiffBackend>(
+    fn tokens_per_s<B: TrainingBackend>(
         m: &Mamba2<B>,
         x: &Tensor<B, 3>,
         run: impl Fn(&Mamba2<B>, Tensor<B, 3>) -> Tensor<B, 3>,

@@ -1,0 +1,219 @@
+//! `Autodiff<Flex>`'s kernels: the [`cpu`] forward loops recorded as one node of the graph
+//! each, whose backward is the matching [`cpu`] gradient loop. A node keeps only its inputs
+//! (no intermediates) and recomputes what its backward needs from them.
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::{Autodiff, Flex};
+use burn::prelude::*;
+use burn::tensor::TensorPrimitive;
+use burn_autodiff::NodeId;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+
+use super::cpu::{self, ConvShape, GateOrder, NormShape};
+use super::flex::{conv_shape, dense, from_values, is_f32, norm_shape, values};
+use super::{Kernels, composed};
+
+type Primitive<C> = <Autodiff<Flex, C> as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
+
+fn primitive<C: CheckpointStrategy, const D: usize>(t: Tensor<Autodiff<Flex, C>, D>) -> Primitive<C> {
+    t.into_primitive().tensor()
+}
+
+fn tensor<C: CheckpointStrategy, const D: usize>(t: Primitive<C>) -> Tensor<Autodiff<Flex, C>, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// An input of a node, read back in its backward.
+fn input(checkpointer: &mut Checkpointer, id: NodeId) -> FlexTensor {
+    dense(checkpointer.retrieve_node_output::<FlexTensor>(id))
+}
+
+/// The short convolution; `N` is 2 without a bias and 3 with one.
+#[derive(Debug)]
+struct ShortConv<const N: usize>;
+
+/// The nodes of `x`, the weight and the bias, the shape, and whether SiLU follows.
+type ConvState = (NodeId, NodeId, Option<NodeId>, ConvShape, bool);
+
+fn conv_backward<const N: usize>(
+    ops: Ops<ConvState, N>,
+    grads: &mut Gradients,
+    checkpointer: &mut Checkpointer,
+) {
+    let grad = dense(grads.consume::<Flex>(&ops.node));
+    let (x_id, weight_id, bias_id, shape, silu) = ops.state;
+    let x = input(checkpointer, x_id);
+    let weight = input(checkpointer, weight_id);
+    let bias = bias_id.map(|id| input(checkpointer, id));
+    let (gx, gw, gb) = cpu::conv_backward(
+        values(&x),
+        values(&weight),
+        bias.as_ref().map(values),
+        values(&grad),
+        shape,
+        silu,
+    );
+    let ConvShape { batch, seq, channels, kernel } = shape;
+    let grads_of = [
+        from_values(gx, &[batch, seq, channels]),
+        from_values(gw, &[channels, kernel]),
+        from_values(gb, &[channels]),
+    ];
+    for (parent, g) in ops.parents.iter().zip(grads_of) {
+        if let Some(node) = parent {
+            grads.register::<Flex>(node.id, g);
+        }
+    }
+}
+
+impl Backward<Flex, 2> for ShortConv<2> {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        conv_backward(ops, grads, checkpointer);
+    }
+}
+
+impl Backward<Flex, 3> for ShortConv<3> {
+    type State = ConvState;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        conv_backward(ops, grads, checkpointer);
+    }
+}
+
+/// The gated RMSNorm of `x` by `gate`, with a weight.
+#[derive(Debug)]
+struct GatedNorm;
+
+impl Backward<Flex, 3> for GatedNorm {
+    /// The nodes of `x`, the gate and the weight, the shape, the gate order and `eps`.
+    type State = (NodeId, NodeId, NodeId, NormShape, GateOrder, f32);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = dense(grads.consume::<Flex>(&ops.node));
+        let (x_id, gate_id, weight_id, shape, order, epsilon) = ops.state;
+        let dims = grad.layout().shape().to_vec();
+        let x = input(checkpointer, x_id);
+        let gate = input(checkpointer, gate_id);
+        let weight = input(checkpointer, weight_id);
+        let (gx, gg, gw) = cpu::gated_norm_backward(
+            values(&x),
+            values(&gate),
+            values(&weight),
+            values(&grad),
+            shape,
+            order,
+            epsilon,
+        );
+        let grads_of = [from_values(gx, &dims), from_values(gg, &dims), from_values(gw, &[shape.width])];
+        for (parent, g) in ops.parents.iter().zip(grads_of) {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
+    fn short_conv(
+        x: Tensor<Self, 3>,
+        weight: Tensor<Self, 2>,
+        bias: Option<Tensor<Self, 1>>,
+        silu: bool,
+    ) -> Tensor<Self, 3> {
+        if !is_f32(&x) || !is_f32(&weight) || bias.as_ref().is_some_and(|b| !is_f32(b)) {
+            return composed::short_conv(x, weight, bias, silu);
+        }
+        let shape = conv_shape(x.dims(), weight.dims());
+        let dims = x.dims();
+        let (x, weight, bias) = (primitive(x), primitive(weight), bias.map(primitive));
+        let forward = |x: &Primitive<C>, weight: &Primitive<C>, bias: Option<&Primitive<C>>| {
+            let xs = dense(x.primitive.clone());
+            let ws = dense(weight.primitive.clone());
+            let bs = bias.map(|b| dense(b.primitive.clone()));
+            from_values(
+                cpu::conv_forward(values(&xs), values(&ws), bs.as_ref().map(values), shape, silu),
+                &dims,
+            )
+        };
+        let out = match bias {
+            None => match ShortConv::<2>
+                .prepare::<C>([x.node.clone(), weight.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let state = (prep.checkpoint(&x), prep.checkpoint(&weight), None, shape, silu);
+                    prep.finish(state, forward(&x, &weight, None))
+                }
+                OpsKind::UnTracked(prep) => prep.finish(forward(&x, &weight, None)),
+            },
+            Some(bias) => match ShortConv::<3>
+                .prepare::<C>([x.node.clone(), weight.node.clone(), bias.node.clone()])
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let state = (
+                        prep.checkpoint(&x),
+                        prep.checkpoint(&weight),
+                        Some(prep.checkpoint(&bias)),
+                        shape,
+                        silu,
+                    );
+                    prep.finish(state, forward(&x, &weight, Some(&bias)))
+                }
+                OpsKind::UnTracked(prep) => prep.finish(forward(&x, &weight, Some(&bias))),
+            },
+        };
+        tensor(out)
+    }
+
+    fn gated_rms_norm<const D: usize>(
+        x: Tensor<Self, D>,
+        gate: Tensor<Self, D>,
+        weight: Tensor<Self, 1>,
+        groups: usize,
+        order: GateOrder,
+        epsilon: f64,
+    ) -> Tensor<Self, D> {
+        if !is_f32(&x) || !is_f32(&gate) || !is_f32(&weight) {
+            return composed::gated_rms_norm(x, gate, weight, groups, order, epsilon);
+        }
+        let dims = x.dims();
+        let shape = norm_shape(&dims, groups);
+        let epsilon = epsilon as f32;
+        let (x, gate, weight) = (primitive(x), primitive(gate), primitive(weight));
+        let forward = || {
+            let (xs, gs, ws) =
+                (dense(x.primitive.clone()), dense(gate.primitive.clone()), dense(weight.primitive.clone()));
+            from_values(
+                cpu::gated_norm_forward(values(&xs), values(&gs), values(&ws), shape, order, epsilon),
+                &dims,
+            )
+        };
+        let out = match GatedNorm
+            .prepare::<C>([x.node.clone(), gate.node.clone(), weight.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (
+                    prep.checkpoint(&x),
+                    prep.checkpoint(&gate),
+                    prep.checkpoint(&weight),
+                    shape,
+                    order,
+                    epsilon,
+                );
+                prep.finish(state, forward())
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward()),
+        };
+        tensor(out)
+    }
+}

@@ -1,0 +1,86 @@
+//! Fused kernels for the elementwise-heavy pieces of the recurrent mixers: the short causal
+//! convolution with its SiLU, and the gated RMSNorm.
+//!
+//! Written with burn's tensor operations, each of these is a chain of full-size passes over
+//! memory, and under autodiff every pass also stores its inputs and has its own backward. On
+//! the flex CPU backend that dominated the recurrent mixers' time outside the recurrence
+//! itself. [`Kernels`] is the extension trait the models call instead:
+//!
+//! - every method has a default written in tensor operations (the [`composed`] forms), which
+//!   is what the CUDA and ndarray backends run, differentiated by burn's own autodiff;
+//! - the flex backend overrides them with single-pass loops ([`cpu`]), and `Autodiff<Flex>`
+//!   gives each a hand-written backward, also a single pass (see `autodiff.rs`).
+//!
+//! Tests check the fused forms and their gradients against the composed forms.
+
+pub mod composed;
+pub mod cpu;
+
+mod autodiff;
+mod flex;
+
+use burn::prelude::*;
+use burn::tensor::backend::AutodiffBackend;
+
+pub use cpu::GateOrder;
+
+/// A backend the models run on: burn's [`Backend`] plus the fused kernels.
+pub trait Kernels: Backend {
+    /// Depthwise causal convolution over the sequence, zeros before its start, then SiLU
+    /// when `silu`: `y[t, c] = act(bias[c] + Σ_j w[c, j] · x[t − (K − 1) + j, c])`.
+    ///
+    /// # Shapes
+    /// - `x`: `[batch, seq, channels]`; `weight`: `[channels, kernel]`; `bias`: `[channels]`
+    /// - returns `[batch, seq, channels]`
+    fn short_conv(
+        x: Tensor<Self, 3>,
+        weight: Tensor<Self, 2>,
+        bias: Option<Tensor<Self, 1>>,
+        silu: bool,
+    ) -> Tensor<Self, 3> {
+        composed::short_conv(x, weight, bias, silu)
+    }
+
+    /// RMSNorm of the last dimension with a SiLU gate, each of `groups` equal parts of the
+    /// last dimension normalised on its own: `rmsnorm(x) · w · silu(g)` or
+    /// `rmsnorm(x · silu(g)) · w` as `order` says.
+    ///
+    /// # Shapes
+    /// - `x`, `gate`: `[..., width]`; `weight`: `[width]` → `[..., width]`
+    fn gated_rms_norm<const D: usize>(
+        x: Tensor<Self, D>,
+        gate: Tensor<Self, D>,
+        weight: Tensor<Self, 1>,
+        groups: usize,
+        order: GateOrder,
+        epsilon: f64,
+    ) -> Tensor<Self, D> {
+        composed::gated_rms_norm(x, gate, weight, groups, order, epsilon)
+    }
+}
+
+/// A backend to train on: autodiff over a [`Kernels`] backend, itself with the kernels, so a
+/// model and its inference copy (`valid()`) both run.
+pub trait TrainingBackend: AutodiffBackend<InnerBackend: Kernels> + Kernels {}
+
+impl<A> TrainingBackend for A
+where
+    A: AutodiffBackend + Kernels,
+    A::InnerBackend: Kernels,
+{
+}
+
+#[cfg(feature = "cuda")]
+impl Kernels for burn::backend::Cuda {}
+
+#[cfg(feature = "cuda")]
+impl Kernels for burn::backend::Autodiff<burn::backend::Cuda> {}
+
+#[cfg(feature = "ndarray")]
+impl Kernels for burn::backend::NdArray {}
+
+#[cfg(feature = "ndarray")]
+impl Kernels for burn::backend::Autodiff<burn::backend::NdArray> {}
+
+#[cfg(test)]
+mod tests;
