@@ -15,6 +15,7 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use super::cpu::{self, ConvShape, GateOrder, NormShape};
 use super::flex::{conv_shape, dense, from_values, is_f32, norm_shape, values};
 use super::{Kernels, composed};
+use crate::model::chunk::Causal;
 
 type Primitive<C> = <Autodiff<Flex, C> as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 
@@ -118,6 +119,26 @@ impl Backward<Flex, 3> for GatedNorm {
     }
 }
 
+/// The within-chunk decay matrix of the cumulative log decays.
+#[derive(Debug)]
+struct CausalDecay;
+
+impl Backward<Flex, 1> for CausalDecay {
+    /// The node's own output, which is all its backward reads.
+    type State = FlexTensor;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = dense(grads.consume::<Flex>(&ops.node));
+        let decay = ops.state;
+        let dims = decay.layout().shape().to_vec();
+        let (m, l) = (dims[0], dims[1]);
+        if let [Some(node)] = &ops.parents {
+            let g = cpu::causal_decay_backward(values(&decay), values(&grad), m, l);
+            grads.register::<Flex>(node.id, from_values(g, &[m, l]));
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     fn short_conv(
         x: Tensor<Self, 3>,
@@ -213,6 +234,23 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
                 prep.finish(state, forward())
             }
             OpsKind::UnTracked(prep) => prep.finish(forward()),
+        };
+        tensor(out)
+    }
+
+    fn causal_decay(cum: Tensor<Self, 2>, causal: Causal) -> Tensor<Self, 3> {
+        if !is_f32(&cum) {
+            return composed::causal_decay(cum, causal);
+        }
+        let [m, l] = cum.dims();
+        let cum = primitive(cum);
+        let decay = {
+            let g = dense(cum.primitive.clone());
+            from_values(cpu::causal_decay_forward(values(&g), m, l, causal == Causal::Strict), &[m, l, l])
+        };
+        let out = match CausalDecay.prepare::<C>([cum.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => prep.finish(decay.clone(), decay),
+            OpsKind::UnTracked(prep) => prep.finish(decay),
         };
         tensor(out)
     }

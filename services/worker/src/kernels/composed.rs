@@ -6,6 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::GateOrder;
+use crate::model::chunk::Causal;
 use crate::model::contiguous;
 
 /// [`Kernels::short_conv`](super::Kernels::short_conv) as a sum of `K` shifted, weighted
@@ -68,4 +69,20 @@ pub fn gated_rms_norm<B: Backend, const D: usize>(
         GateOrder::NormThenGate => by_group(x) * weight * silu(gate),
         GateOrder::GateThenNorm => by_group(x * silu(gate)) * weight,
     }
+}
+
+/// [`Kernels::causal_decay`](super::Kernels::causal_decay): all `L²` differences out of one
+/// batched product, `[G_i, 1] · [1, −G_j]ᵀ` (products by one are exact, so each entry is the
+/// correctly rounded difference); the triangle is cut by adding a shared row that is 0 inside
+/// and hugely negative outside, which `exp` turns into exact zeros. Three full-size passes
+/// forward (product, add, exp), with no `inf` or `NaN` in either pass.
+pub fn causal_decay<B: Backend>(cum: Tensor<B, 2>, causal: Causal) -> Tensor<B, 3> {
+    let [m, l] = cum.dims();
+    let device = cum.device();
+    let column = cum.reshape([m, l, 1]);
+    let ones = Tensor::<B, 3>::ones([m, l, 1], &device);
+    let left = Tensor::cat(vec![column.clone(), ones.clone()], 2);
+    let right = Tensor::cat(vec![ones, column.neg()], 2).swap_dims(1, 2);
+    let differences = left.matmul(right).reshape([m, l * l]);
+    (differences + causal.log_keep_row::<B>(l, &device)).exp().reshape([m, l, l])
 }

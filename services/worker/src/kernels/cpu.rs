@@ -299,3 +299,52 @@ pub fn gated_norm_backward(
     }
     (grad_x, grad_gate, grad_weight)
 }
+
+/// `Γ[r, i, j] = exp(G[r, i] − G[r, j])` for `j ≤ i` (`j < i` when `strict`), 0 elsewhere:
+/// only the kept triangle is ever exponentiated.
+///
+/// - `cum`: `[m, l]` → `[m, l, l]`
+pub fn causal_decay_forward(cum: &[f32], m: usize, l: usize, strict: bool) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * l * l];
+    let per_task = rows_per_task(m, l * l);
+    out.par_chunks_mut(per_task * l * l).enumerate().for_each(|(task, block)| {
+        for (k, matrix) in block.chunks_mut(l * l).enumerate() {
+            let g = &cum[(task * per_task + k) * l..][..l];
+            for (i, row) in matrix.chunks_mut(l).enumerate() {
+                let end = if strict { i } else { i + 1 };
+                for (o, &gj) in row[..end].iter_mut().zip(&g[..end]) {
+                    *o = (g[i] - gj).exp();
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Gradient of [`causal_decay_forward`] from its output `decay` and the output gradient:
+/// `∂/∂G[r, k] = Σ_j grad[r, k, j] Γ[r, k, j] − Σ_i grad[r, i, k] Γ[r, i, k]` (`Γ` is zero
+/// outside the triangle, so the sums run over it alone).
+pub fn causal_decay_backward(decay: &[f32], grad: &[f32], m: usize, l: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; m * l];
+    let per_task = rows_per_task(m, l * l);
+    out.par_chunks_mut(per_task * l).enumerate().for_each(|(task, block)| {
+        let mut column = vec![0.0f32; l];
+        for (k, gc) in block.chunks_mut(l).enumerate() {
+            let at = (task * per_task + k) * l * l;
+            let (d, g) = (&decay[at..at + l * l], &grad[at..at + l * l]);
+            column.fill(0.0);
+            for i in 0..l {
+                let (dr, gr) = (&d[i * l..(i + 1) * l], &g[i * l..(i + 1) * l]);
+                let mut row = 0.0f32;
+                for ((c, &dv), &gv) in column.iter_mut().zip(dr).zip(gr) {
+                    let p = dv * gv;
+                    row += p;
+                    *c += p;
+                }
+                gc[i] = row;
+            }
+            gc.iter_mut().zip(&column).for_each(|(o, c)| *o -= c);
+        }
+    });
+    out
+}

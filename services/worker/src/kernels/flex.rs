@@ -8,6 +8,7 @@ use burn::tensor::{DType, TensorData, TensorPrimitive};
 
 use super::cpu::{self, ConvShape, GateOrder, NormShape};
 use super::{Kernels, composed};
+use crate::model::chunk::Causal;
 
 /// The tensor's memory in row-major order, copied only when it is a strided view.
 pub(super) fn dense(t: FlexTensor) -> FlexTensor {
@@ -83,5 +84,17 @@ impl Kernels for Flex {
         let y =
             cpu::gated_norm_forward(values(&x), values(&gate), values(&weight), shape, order, epsilon as f32);
         tensor(from_values(y, &dims))
+    }
+
+    fn causal_decay(cum: Tensor<Self, 2>, causal: Causal) -> Tensor<Self, 3> {
+        if !is_f32(&cum) {
+            return composed::causal_decay(cum, causal);
+        }
+        let [m, l] = cum.dims();
+        let cum = primitive(cum);
+        tensor(from_values(
+            cpu::causal_decay_forward(values(&cum), m, l, causal == Causal::Strict),
+            &[m, l, l],
+        ))
     }
 }

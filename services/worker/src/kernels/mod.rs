@@ -1,5 +1,6 @@
 //! Fused kernels for the elementwise-heavy pieces of the recurrent mixers: the short causal
-//! convolution with its SiLU, and the gated RMSNorm.
+//! convolution with its SiLU, the gated RMSNorm, and the within-chunk decay matrix of the
+//! chunked scans.
 //!
 //! Written with burn's tensor operations, each of these is a chain of full-size passes over
 //! memory, and under autodiff every pass also stores its inputs and has its own backward. On
@@ -23,6 +24,8 @@ use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
 pub use cpu::GateOrder;
+
+use crate::model::chunk::Causal;
 
 /// A backend the models run on: burn's [`Backend`] plus the fused kernels.
 pub trait Kernels: Backend {
@@ -56,6 +59,16 @@ pub trait Kernels: Backend {
         epsilon: f64,
     ) -> Tensor<Self, D> {
         composed::gated_rms_norm(x, gate, weight, groups, order, epsilon)
+    }
+
+    /// The within-chunk decay matrix `exp(G_i − G_j)` inside the `causal` triangle and 0
+    /// outside, from the cumulative log decays `G` of each chunk (see
+    /// [`causal_decay`](crate::model::chunk::causal_decay)).
+    ///
+    /// # Shapes
+    /// - `cum`: `[m, l]` → `[m, l, l]`
+    fn causal_decay(cum: Tensor<Self, 2>, causal: Causal) -> Tensor<Self, 3> {
+        composed::causal_decay(cum, causal)
     }
 }
 

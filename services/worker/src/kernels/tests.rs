@@ -4,6 +4,7 @@ use burn::tensor::Distribution;
 
 use super::*;
 use crate::backend::{Cpu, CpuAutodiff};
+use crate::model::chunk::Causal;
 
 type A = CpuAutodiff;
 
@@ -124,6 +125,32 @@ fn fused_gated_norm_and_its_gradients_match_the_composed_form() {
                 gradients(&[x.clone(), g.clone(), w.clone()], &r, |[x, g, w]| {
                     composed::gated_rms_norm(x.clone(), g.clone(), as_vector(w), groups, order, 1e-5)
                 }),
+            );
+        }
+    }
+}
+
+#[test]
+fn fused_causal_decay_and_its_gradient_match_the_composed_form() {
+    let device = Default::default();
+    // Decays from slight to strong, chunk sizes with and without a power of two.
+    for (m, l, strength) in [(4, 8, 0.05), (3, 13, 1.0), (2, 64, 0.3)] {
+        let g = Tensor::<Cpu, 2>::random([m, l], Distribution::Uniform(-strength, 0.0), &device);
+        let cum = g.cumsum(1).reshape([m, l, 1]);
+        let inputs = [cum.clone()];
+        let r = random::<Cpu, 3>([m, l, l], &device);
+        for causal in [Causal::Inclusive, Causal::Strict] {
+            let name = format!("decay {m}x{l} strength {strength} {causal:?}");
+            let flat = |t: &Tensor<Cpu, 3>| t.clone().reshape([m, l]);
+            let fused = values(Cpu::causal_decay(flat(&cum), causal));
+            let want = values(composed::causal_decay(flat(&cum), causal));
+            let e = relative_error(&fused, &want);
+            assert!(e < FORWARD_TOLERANCE, "{name}: inference output differs by {e:e}");
+            let flat = |t: &Tensor<A, 3>| t.clone().reshape([m, l]);
+            assert_agree(
+                &name,
+                gradients(&inputs, &r, |[c]| A::causal_decay(flat(c), causal)),
+                gradients(&inputs, &r, |[c]| composed::causal_decay(flat(c), causal)),
             );
         }
     }

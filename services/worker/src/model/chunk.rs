@@ -12,6 +12,8 @@
 use burn::prelude::*;
 use burn::tensor::Bool;
 
+use crate::kernels::Kernels;
+
 /// Added to a log decay to make its `exp` exactly zero: far below any real log decay, and
 /// finite, so no `inf` or `NaN` appears in the forward or the backward pass.
 const MASKED: f32 = -1.0e30;
@@ -41,7 +43,7 @@ impl Causal {
     }
 
     /// 0 inside the triangle and a huge negative number outside, as one shared row `[1, L²]`.
-    fn log_keep_row<B: Backend>(self, l: usize, device: &B::Device) -> Tensor<B, 2> {
+    pub(crate) fn log_keep_row<B: Backend>(self, l: usize, device: &B::Device) -> Tensor<B, 2> {
         self.outside::<B>(l, device).float().mul_scalar(MASKED).reshape([1, l * l])
     }
 
@@ -60,23 +62,14 @@ impl Causal {
 /// outside it, from the cumulative log decays `G` of each chunk (non-increasing along the
 /// chunk, so every kept exponent is at most 0 and nothing overflows).
 ///
-/// All `L²` differences come out of one batched product, `[G_i, 1] · [1, −G_j]ᵀ` (products by
-/// one are exact, so each entry is the correctly rounded difference); the triangle is cut by
-/// adding a shared row that is 0 inside and hugely negative outside, which `exp` turns into
-/// exact zeros. That is three full-size passes forward (product, add, exp) where building
-/// the differences by repetition, clamping, exponentiating and masking took seven.
+/// The backend's [`Kernels::causal_decay`]: on the flex CPU backend a loop that exponentiates
+/// the kept triangle alone, with a backward that reads the output back; elsewhere three
+/// full-size tensor passes (see [`composed::causal_decay`](crate::kernels::composed::causal_decay)).
 ///
 /// # Shapes
 /// - `cum`: `[m, l]` → `[m, l, l]`
-pub fn causal_decay<B: Backend>(cum: Tensor<B, 2>, causal: Causal) -> Tensor<B, 3> {
-    let [m, l] = cum.dims();
-    let device = cum.device();
-    let column = cum.reshape([m, l, 1]);
-    let ones = Tensor::<B, 3>::ones([m, l, 1], &device);
-    let left = Tensor::cat(vec![column.clone(), ones.clone()], 2);
-    let right = Tensor::cat(vec![ones, column.neg()], 2).swap_dims(1, 2);
-    let differences = left.matmul(right).reshape([m, l * l]);
-    (differences + causal.log_keep_row::<B>(l, &device)).exp().reshape([m, l, l])
+pub fn causal_decay<B: Kernels>(cum: Tensor<B, 2>, causal: Causal) -> Tensor<B, 3> {
+    B::causal_decay(cum, causal)
 }
 
 #[cfg(test)]
