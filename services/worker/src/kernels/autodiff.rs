@@ -139,6 +139,28 @@ impl Backward<Flex, 1> for CausalDecay {
     }
 }
 
+/// The SwiGLU activation `silu(gate) ⊙ up`.
+#[derive(Debug)]
+struct SwiGlu;
+
+impl Backward<Flex, 2> for SwiGlu {
+    /// The nodes of the gate and of `up`.
+    type State = (NodeId, NodeId);
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, checkpointer: &mut Checkpointer) {
+        let grad = dense(grads.consume::<Flex>(&ops.node));
+        let dims = grad.layout().shape().to_vec();
+        let gate = input(checkpointer, ops.state.0);
+        let up = input(checkpointer, ops.state.1);
+        let (gg, gu) = cpu::swiglu_backward(values(&gate), values(&up), values(&grad));
+        for (parent, g) in ops.parents.iter().zip([gg, gu]) {
+            if let Some(node) = parent {
+                grads.register::<Flex>(node.id, from_values(g, &dims));
+            }
+        }
+    }
+}
+
 impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
     fn short_conv(
         x: Tensor<Self, 3>,
@@ -251,6 +273,26 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         let out = match CausalDecay.prepare::<C>([cum.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(decay.clone(), decay),
             OpsKind::UnTracked(prep) => prep.finish(decay),
+        };
+        tensor(out)
+    }
+
+    fn swiglu<const D: usize>(gate: Tensor<Self, D>, up: Tensor<Self, D>) -> Tensor<Self, D> {
+        if !is_f32(&gate) || !is_f32(&up) || gate.dims() != up.dims() {
+            return composed::swiglu(gate, up);
+        }
+        let dims = gate.dims();
+        let (gate, up) = (primitive(gate), primitive(up));
+        let forward = || {
+            let (g, u) = (dense(gate.primitive.clone()), dense(up.primitive.clone()));
+            from_values(cpu::swiglu_forward(values(&g), values(&u)), &dims)
+        };
+        let out = match SwiGlu.prepare::<C>([gate.node.clone(), up.node.clone()]).compute_bound().stateful() {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&gate), prep.checkpoint(&up));
+                prep.finish(state, forward())
+            }
+            OpsKind::UnTracked(prep) => prep.finish(forward()),
         };
         tensor(out)
     }

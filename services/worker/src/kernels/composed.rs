@@ -86,3 +86,8 @@ pub fn causal_decay<B: Backend>(cum: Tensor<B, 2>, causal: Causal) -> Tensor<B, 
     let differences = left.matmul(right).reshape([m, l * l]);
     (differences + causal.log_keep_row::<B>(l, &device)).exp().reshape([m, l, l])
 }
+
+/// [`Kernels::swiglu`](super::Kernels::swiglu).
+pub fn swiglu<B: Backend, const D: usize>(gate: Tensor<B, D>, up: Tensor<B, D>) -> Tensor<B, D> {
+    silu(gate) * up
+}

@@ -348,3 +348,36 @@ pub fn causal_decay_backward(decay: &[f32], grad: &[f32], m: usize, l: usize) ->
     });
     out
 }
+
+/// `silu(gate) ⊙ up`, elementwise.
+pub fn swiglu_forward(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    let mut out = vec![0.0f32; gate.len()];
+    let chunk = rows_per_task(gate.len(), 1);
+    out.par_chunks_mut(chunk).zip(gate.par_chunks(chunk)).zip(up.par_chunks(chunk)).for_each(
+        |((o, g), u)| {
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = silu_and_slope(g).0 * u;
+            }
+        },
+    );
+    out
+}
+
+/// Gradients of [`swiglu_forward`] with respect to `gate` and `up`.
+pub fn swiglu_backward(gate: &[f32], up: &[f32], grad: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut grad_gate = vec![0.0f32; gate.len()];
+    let mut grad_up = vec![0.0f32; gate.len()];
+    let chunk = rows_per_task(gate.len(), 1);
+    grad_gate
+        .par_chunks_mut(chunk)
+        .zip(grad_up.par_chunks_mut(chunk))
+        .zip(gate.par_chunks(chunk).zip(up.par_chunks(chunk)).zip(grad.par_chunks(chunk)))
+        .for_each(|((gg, gu), ((g, u), dy))| {
+            for i in 0..gg.len() {
+                let (s, ds) = silu_and_slope(g[i]);
+                gg[i] = dy[i] * u[i] * ds;
+                gu[i] = dy[i] * s;
+            }
+        });
+    (grad_gate, grad_up)
+}

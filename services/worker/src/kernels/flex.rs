@@ -97,4 +97,13 @@ impl Kernels for Flex {
             &[m, l, l],
         ))
     }
+
+    fn swiglu<const D: usize>(gate: Tensor<Self, D>, up: Tensor<Self, D>) -> Tensor<Self, D> {
+        if !is_f32(&gate) || !is_f32(&up) || gate.dims() != up.dims() {
+            return composed::swiglu(gate, up);
+        }
+        let dims = gate.dims();
+        let (gate, up) = (primitive(gate), primitive(up));
+        tensor(from_values(cpu::swiglu_forward(values(&gate), values(&up)), &dims))
+    }
 }

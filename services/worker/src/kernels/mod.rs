@@ -1,6 +1,6 @@
-//! Fused kernels for the elementwise-heavy pieces of the recurrent mixers: the short causal
-//! convolution with its SiLU, the gated RMSNorm, and the within-chunk decay matrix of the
-//! chunked scans.
+//! Fused kernels for the elementwise-heavy pieces of the models: the short causal convolution
+//! with its SiLU, the gated RMSNorm, the within-chunk decay matrix of the chunked scans, and the
+//! SwiGLU activation of the FFN.
 //!
 //! Written with burn's tensor operations, each of these is a chain of full-size passes over
 //! memory, and under autodiff every pass also stores its inputs and has its own backward. On
@@ -59,6 +59,14 @@ pub trait Kernels: Backend {
         epsilon: f64,
     ) -> Tensor<Self, D> {
         composed::gated_rms_norm(x, gate, weight, groups, order, epsilon)
+    }
+
+    /// `silu(gate) ⊙ up`, the SwiGLU FFN's activation.
+    ///
+    /// # Shapes
+    /// - `gate`, `up`: `[..., width]` → `[..., width]`
+    fn swiglu<const D: usize>(gate: Tensor<Self, D>, up: Tensor<Self, D>) -> Tensor<Self, D> {
+        composed::swiglu(gate, up)
     }
 
     /// The within-chunk decay matrix `exp(G_i − G_j)` inside the `causal` triangle and 0

@@ -157,6 +157,26 @@ fn fused_causal_decay_and_its_gradient_match_the_composed_form() {
 }
 
 #[test]
+fn fused_swiglu_and_its_gradients_match_the_composed_form() {
+    let device = Default::default();
+    for (a, b, width) in [(2, 7, 12), (1, 1, 1), (3, 33, 96)] {
+        let gate = random::<Cpu, 3>([a, b, width], &device).mul_scalar(3.0);
+        let up = random::<Cpu, 3>([a, b, width], &device);
+        let r = random::<Cpu, 3>([a, b, width], &device);
+        let name = format!("swiglu {a}x{b}x{width}");
+        let fused = values(Cpu::swiglu(gate.clone(), up.clone()));
+        let want = values(composed::swiglu(gate.clone(), up.clone()));
+        let e = relative_error(&fused, &want);
+        assert!(e < FORWARD_TOLERANCE, "{name}: inference output differs by {e:e}");
+        assert_agree(
+            &name,
+            gradients(&[gate.clone(), up.clone()], &r, |[g, u]| A::swiglu(g.clone(), u.clone())),
+            gradients(&[gate.clone(), up.clone()], &r, |[g, u]| composed::swiglu(g.clone(), u.clone())),
+        );
+    }
+}
+
+#[test]
 fn fused_kernels_read_strided_views_as_their_values() {
     // A transposed view goes through the same kernels as its row-major copy.
     let device = Default::default();

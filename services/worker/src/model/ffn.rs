@@ -8,7 +8,8 @@
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::silu;
+
+use crate::kernels::Kernels;
 use search_space::ops::FfnSpec;
 
 /// Configuration of an [`Ffn`].
@@ -49,15 +50,15 @@ impl FfnConfig {
     }
 }
 
-impl<B: Backend> Ffn<B> {
+impl<B: Kernels> Ffn<B> {
     /// Applies the FFN to every position.
     ///
     /// # Shapes
     /// - `x`: `[..., hidden]` → `[..., hidden]` (`[batch, seq, hidden]` in training,
     ///   `[batch, hidden]` when decoding)
     pub fn forward<const D: usize>(&self, x: Tensor<B, D>) -> Tensor<B, D> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = self.gate_proj.forward(x.clone());
+        self.down_proj.forward(B::swiglu(gate, self.up_proj.forward(x)))
     }
 }
 
