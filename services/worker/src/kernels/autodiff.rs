@@ -1,6 +1,7 @@
 //! `Autodiff<Flex>`'s kernels: the [`cpu`] forward loops recorded as one node of the graph
 //! each, whose backward is the matching [`cpu`] gradient loop. A node keeps only its inputs
-//! (no intermediates) and recomputes what its backward needs from them.
+//! (no intermediates) and recomputes what its backward needs from them; the decay matrix, whose
+//! gradient is a function of its output alone, keeps its output instead.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::{Autodiff, Flex};

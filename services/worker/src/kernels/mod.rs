@@ -12,6 +12,10 @@
 //! - the flex backend overrides them with single-pass loops ([`cpu`]), and `Autodiff<Flex>`
 //!   gives each a hand-written backward, also a single pass (see `autodiff.rs`).
 //!
+//! Measured on 2 cores, forward + backward at d_model 256 (batch 8 × seq 256): conv + SiLU
+//! 4.5 ms fused against 20 ms composed, the gated norm of Gated DeltaNet 4.3 against 12.7 ms,
+//! SwiGLU at the FFN's width 768 18 against 39 ms.
+//!
 //! Tests check the fused forms and their gradients against the composed forms.
 
 pub mod composed;
