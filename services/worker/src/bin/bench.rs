@@ -66,7 +66,7 @@ const SEED: u64 = 7;
 /// margin leaves room for GPU matmuls at reduced internal precision.
 const FORMS_TOLERANCE: f64 = 1e-2;
 /// Tokens generated after each prompt in the decode table.
-const GEN_LEN: usize = 32;
+const GEN_LEN: usize = 64;
 /// Random training tokens drawn when no corpus is given.
 const RANDOM_TOKENS: usize = 1 << 20;
 
@@ -246,7 +246,7 @@ impl Plan {
                 naive_runs: 3,
                 decode_prompts: vec![64, 256, 1024, 2048],
                 decode_gen_len: GEN_LEN,
-                decode_repeats: 3,
+                decode_repeats: 7,
                 backend_widths: vec![128, 256],
             }
         }
