@@ -353,7 +353,7 @@ fn loss_of<B: Kernels>(model: &HybridLm<B>, batch: &Batch, device: &B::Device) -
 
 /// Mean cross-entropy of `logits` `[n, vocab]` against `targets` over the positions where
 /// `scored` is true; zero when none is.
-pub fn masked_cross_entropy<B: Kernels>(
+pub fn masked_cross_entropy<B: Backend>(
     logits: Tensor<B, 2>,
     targets: Tensor<B, 1, Int>,
     scored: &[bool],

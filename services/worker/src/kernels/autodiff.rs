@@ -1,4 +1,4 @@
-//! `Autodiff<Flex>`'s kernels: the [`cpu`] forward loops recorded as one node of the graph
+//! `Autodiff<Flex>`'s kernels: flex's forward kernels recorded as one node of the graph
 //! each, whose backward is the matching [`cpu`] gradient loop. A node keeps only its inputs
 //! (no intermediates) and recomputes what its backward needs from them; the decay matrix, whose
 //! gradient is a function of its output alone, keeps its output instead.
@@ -18,14 +18,25 @@ use super::flex::{conv_shape, dense, from_values, is_f32, norm_shape, values};
 use super::{Kernels, composed};
 use crate::model::chunk::Causal;
 
-type Primitive<C> = <Autodiff<Flex, C> as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
+/// An autodiff tensor over flex, whatever the checkpointing strategy.
+type Primitive = <Autodiff<Flex> as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;
 
-fn primitive<C: CheckpointStrategy, const D: usize>(t: Tensor<Autodiff<Flex, C>, D>) -> Primitive<C> {
+fn primitive<C: CheckpointStrategy, const D: usize>(t: Tensor<Autodiff<Flex, C>, D>) -> Primitive {
     t.into_primitive().tensor()
 }
 
-fn tensor<C: CheckpointStrategy, const D: usize>(t: Primitive<C>) -> Tensor<Autodiff<Flex, C>, D> {
+fn tensor<C: CheckpointStrategy, const D: usize>(t: Primitive) -> Tensor<Autodiff<Flex, C>, D> {
     Tensor::from_primitive(TensorPrimitive::Float(t))
+}
+
+/// The inner flex tensor of an autodiff tensor, to run the forward kernel on.
+fn inner<const D: usize>(t: &Primitive) -> Tensor<Flex, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t.primitive.clone()))
+}
+
+/// The flex tensor a forward kernel returned, to record as a node's output.
+fn output<const D: usize>(t: Tensor<Flex, D>) -> FlexTensor {
+    t.into_primitive().tensor()
 }
 
 /// An input of a node, read back in its backward.
@@ -173,16 +184,9 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
             return composed::short_conv(x, weight, bias, silu);
         }
         let shape = conv_shape(x.dims(), weight.dims());
-        let dims = x.dims();
         let (x, weight, bias) = (primitive(x), primitive(weight), bias.map(primitive));
-        let forward = |x: &Primitive<C>, weight: &Primitive<C>, bias: Option<&Primitive<C>>| {
-            let xs = dense(x.primitive.clone());
-            let ws = dense(weight.primitive.clone());
-            let bs = bias.map(|b| dense(b.primitive.clone()));
-            from_values(
-                cpu::conv_forward(values(&xs), values(&ws), bs.as_ref().map(values), shape, silu),
-                &dims,
-            )
+        let forward = |x: &Primitive, weight: &Primitive, bias: Option<&Primitive>| {
+            output(Flex::short_conv(inner(x), inner(weight), bias.map(inner), silu))
         };
         let out = match bias {
             None => match ShortConv::<2>
@@ -230,15 +234,9 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         }
         let dims = x.dims();
         let shape = norm_shape(&dims, groups);
-        let epsilon = epsilon as f32;
         let (x, gate, weight) = (primitive(x), primitive(gate), primitive(weight));
         let forward = || {
-            let (xs, gs, ws) =
-                (dense(x.primitive.clone()), dense(gate.primitive.clone()), dense(weight.primitive.clone()));
-            from_values(
-                cpu::gated_norm_forward(values(&xs), values(&gs), values(&ws), shape, order, epsilon),
-                &dims,
-            )
+            output(Flex::gated_rms_norm::<D>(inner(&x), inner(&gate), inner(&weight), groups, order, epsilon))
         };
         let out = match GatedNorm
             .prepare::<C>([x.node.clone(), gate.node.clone(), weight.node.clone()])
@@ -252,7 +250,7 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
                     prep.checkpoint(&weight),
                     shape,
                     order,
-                    epsilon,
+                    epsilon as f32,
                 );
                 prep.finish(state, forward())
             }
@@ -265,12 +263,8 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         if !is_f32(&cum) {
             return composed::causal_decay(cum, causal);
         }
-        let [m, l] = cum.dims();
         let cum = primitive(cum);
-        let decay = {
-            let g = dense(cum.primitive.clone());
-            from_values(cpu::causal_decay_forward(values(&g), m, l, causal == Causal::Strict), &[m, l, l])
-        };
+        let decay = output(Flex::causal_decay(inner(&cum), causal));
         let out = match CausalDecay.prepare::<C>([cum.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish(decay.clone(), decay),
             OpsKind::UnTracked(prep) => prep.finish(decay),
@@ -282,12 +276,8 @@ impl<C: CheckpointStrategy> Kernels for Autodiff<Flex, C> {
         if !is_f32(&gate) || !is_f32(&up) || gate.dims() != up.dims() {
             return composed::swiglu(gate, up);
         }
-        let dims = gate.dims();
         let (gate, up) = (primitive(gate), primitive(up));
-        let forward = || {
-            let (g, u) = (dense(gate.primitive.clone()), dense(up.primitive.clone()));
-            from_values(cpu::swiglu_forward(values(&g), values(&u)), &dims)
-        };
+        let forward = || output(Flex::swiglu::<D>(inner(&gate), inner(&up)));
         let out = match SwiGlu.prepare::<C>([gate.node.clone(), up.node.clone()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
                 let state = (prep.checkpoint(&gate), prep.checkpoint(&up));

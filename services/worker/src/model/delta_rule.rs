@@ -92,7 +92,7 @@ pub fn delta_rule<B: Kernels>(
 }
 
 /// Decay factors of every chunk, all `exp` of non-positive numbers.
-struct ChunkDecay<B: Kernels> {
+struct ChunkDecay<B: Backend> {
     /// `γ_t = e^{G_t}`, `[z, C, 1]`.
     from_start: Tensor<B, 3>,
     /// `Γ_{tj} = e^{G_t − G_j}` on and below the diagonal, zero above, `[z, C, C]`.
@@ -231,7 +231,7 @@ pub fn chunked_delta_rule<B: Kernels>(
 ///
 /// # Shapes
 /// - `a`: `[z, C, C]` → `[z, C, C]`
-pub fn invert_unit_lower<B: Kernels>(a: Tensor<B, 3>) -> Tensor<B, 3> {
+pub fn invert_unit_lower<B: Backend>(a: Tensor<B, 3>) -> Tensor<B, 3> {
     let [z, size, _] = a.dims();
     if !size.is_power_of_two() {
         let extra = size.next_power_of_two() - size;
@@ -267,7 +267,7 @@ pub fn invert_unit_lower<B: Kernels>(a: Tensor<B, 3>) -> Tensor<B, 3> {
 /// diagonal blocks; `size` with `stride = 2·size`: the lower-left quarters of the diagonal
 /// blocks of twice that size). Gathered by flat index: a broadcast mask over the whole matrix
 /// measured ten times slower on the CPU. Returns `[z, (C / stride) · size²]`, block by block.
-fn gather_blocks<B: Kernels>(
+fn gather_blocks<B: Backend>(
     flat: Tensor<B, 2>,
     c: usize,
     stride: usize,
@@ -298,7 +298,7 @@ const SMALL_BLOCK: usize = 8;
 /// batched products where doubling up from 1×1 blocks takes three levels of a dozen small
 /// operations each, most of them on matrices of one, two or four entries a side. Only powers
 /// up to the seventh appear, of entries at most one in size for the delta rule's `A`.
-fn invert_small_blocks<B: Kernels>(flat: Tensor<B, 2>, c: usize, s: usize) -> Tensor<B, 4> {
+fn invert_small_blocks<B: Backend>(flat: Tensor<B, 2>, c: usize, s: usize) -> Tensor<B, 4> {
     let [z, _] = flat.dims();
     let device = flat.device();
     let blocks = c / s;
@@ -329,7 +329,7 @@ fn invert_small_blocks<B: Kernels>(flat: Tensor<B, 2>, c: usize, s: usize) -> Te
 /// - `beta`, `log_decay`: `[batch, heads]`
 /// - `state`: `[batch, heads, dk, dv]`
 /// - returns the output `[batch, heads, dv]` and the new state
-pub fn delta_rule_step<B: Kernels>(
+pub fn delta_rule_step<B: Backend>(
     q: Tensor<B, 3>,
     k: Tensor<B, 3>,
     v: Tensor<B, 3>,
@@ -357,7 +357,7 @@ pub fn delta_rule_step<B: Kernels>(
 ///
 /// # Shapes
 /// As [`delta_rule`].
-pub fn recurrent_delta_rule<B: Kernels>(
+pub fn recurrent_delta_rule<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
     v: Tensor<B, 4>,
@@ -387,14 +387,14 @@ pub fn recurrent_delta_rule<B: Kernels>(
 }
 
 /// `x / sqrt(Σ x² + eps)` over the last dimension.
-pub fn l2_normalize<B: Kernels, const D: usize>(x: Tensor<B, D>, epsilon: f64) -> Tensor<B, D> {
+pub fn l2_normalize<B: Backend, const D: usize>(x: Tensor<B, D>, epsilon: f64) -> Tensor<B, D> {
     let sum_sq = x.clone().square().sum_dim(D - 1);
     x * (sum_sq + epsilon).sqrt().recip()
 }
 
 /// `log(1 + eˣ)`, computed as `x` above 20 so that `exp` never overflows (the two agree to
 /// f32 precision there); the clamp keeps the unused branch's gradient finite.
-pub fn softplus<B: Kernels, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+pub fn softplus<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let large = x.clone().greater_elem(20.0);
     x.clone().clamp_max(20.0).exp().log1p().mask_where(large, x)
 }
@@ -424,7 +424,7 @@ pub(crate) fn conv_branch<B: Kernels>(
 /// `[batch, heads, seq, d]` → `[batch, seq, heads, d]`, copied into that layout rather than
 /// left as a transposed view: elementwise operations on a transposed view measured about ten
 /// times slower than on contiguous memory on the flex CPU backend.
-pub(crate) fn token_major<B: Kernels>(x: Tensor<B, 4>) -> Tensor<B, 4> {
+pub(crate) fn token_major<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
     contiguous(x.swap_dims(1, 2))
 }
 

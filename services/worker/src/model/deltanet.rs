@@ -50,7 +50,7 @@ pub struct DeltaNetConfig {
 
 /// The DeltaNet token mixer.
 #[derive(Module, Debug)]
-pub struct DeltaNet<B: Kernels> {
+pub struct DeltaNet<B: Backend> {
     pub q_proj: Linear<B>,
     pub k_proj: Linear<B>,
     pub v_proj: Linear<B>,
@@ -69,7 +69,7 @@ pub struct DeltaNet<B: Kernels> {
 
 /// What a DeltaNet or Gated DeltaNet layer keeps between decoding steps; owned by the caller.
 #[derive(Clone, Debug)]
-pub struct DeltaNetState<B: Kernels> {
+pub struct DeltaNetState<B: Backend> {
     pub conv_q: ConvState<B>,
     pub conv_k: ConvState<B>,
     pub conv_v: ConvState<B>,
@@ -80,7 +80,7 @@ pub struct DeltaNetState<B: Kernels> {
 /// The input side DeltaNet and Gated DeltaNet share: q, k and v projections each followed by a
 /// short causal conv and SiLU, L2-normalised q and k, and the write strength β = sigmoid(W_b x).
 /// A borrowed view of a mixer's parameters, so both mixers keep their own (record) layout.
-pub(crate) struct DeltaInputs<'a, B: Kernels> {
+pub(crate) struct DeltaInputs<'a, B: Backend> {
     pub q_proj: &'a Linear<B>,
     pub k_proj: &'a Linear<B>,
     pub v_proj: &'a Linear<B>,
@@ -149,7 +149,7 @@ impl DeltaNetConfig {
             .with_conv_kernel(spec.conv_kernel as usize)
     }
 
-    pub fn init<B: Kernels>(&self, device: &B::Device) -> DeltaNet<B> {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> DeltaNet<B> {
         assert!(self.chunk_size > 0, "chunk_size must be positive");
         let width = self.num_heads * self.head_dim;
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
@@ -257,7 +257,7 @@ mod tests {
 
     type B = Cpu;
 
-    fn weights<B: Kernels>(m: &DeltaNet<B>, hidden: usize) -> Weights {
+    fn weights<B: Backend>(m: &DeltaNet<B>, hidden: usize) -> Weights {
         Weights {
             hidden,
             heads: m.num_heads,

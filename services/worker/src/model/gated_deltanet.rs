@@ -57,7 +57,7 @@ pub struct GatedDeltaNetConfig {
 
 /// The Gated DeltaNet token mixer.
 #[derive(Module, Debug)]
-pub struct GatedDeltaNet<B: Kernels> {
+pub struct GatedDeltaNet<B: Backend> {
     pub q_proj: Linear<B>,
     pub k_proj: Linear<B>,
     pub v_proj: Linear<B>,
@@ -90,7 +90,7 @@ impl GatedDeltaNetConfig {
             .with_conv_kernel(spec.conv_kernel as usize)
     }
 
-    pub fn init<B: Kernels>(&self, device: &B::Device) -> GatedDeltaNet<B> {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> GatedDeltaNet<B> {
         assert!(self.chunk_size > 0, "chunk_size must be positive");
         let (h, width) = (self.num_heads, self.num_heads * self.head_dim);
         let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
@@ -227,7 +227,7 @@ mod tests {
 
     type B = Cpu;
 
-    fn weights<B: Kernels>(m: &GatedDeltaNet<B>, hidden: usize) -> Weights {
+    fn weights<B: Backend>(m: &GatedDeltaNet<B>, hidden: usize) -> Weights {
         Weights {
             hidden,
             heads: m.num_heads,

@@ -31,7 +31,7 @@ const NORM_EPSILON: f64 = 1e-6;
 /// One sub-layer's operator.
 #[allow(clippy::large_enum_variant, reason = "one per layer, built once; boxing would not pay for itself")]
 #[derive(Module, Debug)]
-pub enum Operator<B: Kernels> {
+pub enum Operator<B: Backend> {
     Attention(Attention<B>),
     Mamba2(Mamba2<B>),
     DeltaNet(DeltaNet<B>),
@@ -41,7 +41,7 @@ pub enum Operator<B: Kernels> {
 
 /// What one sub-layer keeps between decode steps.
 #[derive(Clone, Debug)]
-pub enum LayerState<B: Kernels> {
+pub enum LayerState<B: Backend> {
     Attention(KvCache<B>),
     Mamba2(Mamba2State<B>),
     /// DeltaNet and Gated DeltaNet.
@@ -52,14 +52,14 @@ pub enum LayerState<B: Kernels> {
 
 /// A pre-norm residual sub-layer: `x + op(rmsnorm(x))`.
 #[derive(Module, Debug)]
-pub struct SubLayer<B: Kernels> {
+pub struct SubLayer<B: Backend> {
     pub norm: RmsNorm<B>,
     pub op: Operator<B>,
 }
 
 /// The whole model.
 #[derive(Module, Debug)]
-pub struct HybridLm<B: Kernels> {
+pub struct HybridLm<B: Backend> {
     pub embedding: TokenEmbedding<B>,
     pub layers: Vec<SubLayer<B>>,
     pub final_norm: RmsNorm<B>,
@@ -67,7 +67,7 @@ pub struct HybridLm<B: Kernels> {
 
 /// Per-layer caches and states of a decoding batch.
 #[derive(Clone, Debug)]
-pub struct DecodeState<B: Kernels> {
+pub struct DecodeState<B: Backend> {
     pub layers: Vec<LayerState<B>>,
 }
 

@@ -78,7 +78,7 @@ pub struct Mamba2Config {
 
 /// The Mamba2 token mixer (see the module doc for the equations).
 #[derive(Module, Debug)]
-pub struct Mamba2<B: Kernels> {
+pub struct Mamba2<B: Backend> {
     /// `hidden → [z, x, B, C, dt]`, no bias.
     pub in_proj: Linear<B>,
     /// Depthwise causal convolution over `[x, B, C]`, with bias.
@@ -103,7 +103,7 @@ pub struct Mamba2<B: Kernels> {
 
 /// What [`Mamba2`] carries from one token to the next while decoding.
 #[derive(Clone, Debug)]
-pub struct Mamba2State<B: Kernels> {
+pub struct Mamba2State<B: Backend> {
     /// The last `kernel - 1` inputs of the convolution over `[x, B, C]`.
     pub conv: ConvState<B>,
     /// The scan state `H`, `[batch, heads, head_dim, state_size]`.
@@ -137,7 +137,7 @@ impl Mamba2Config {
     ///
     /// # Panics
     /// If a width is zero or `num_heads` is not a multiple of `groups`.
-    pub fn init<B: Kernels>(&self, device: &B::Device) -> Mamba2<B> {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Mamba2<B> {
         let (heads, groups) = (self.num_heads, self.groups);
         assert!(
             self.hidden > 0 && heads > 0 && self.head_dim > 0 && self.state_size > 0,
@@ -187,7 +187,7 @@ impl Mamba2Config {
 }
 
 /// `log(1 + exp(v))` without overflow for large `v`: `max(v, 0) + log(1 + exp(-|v|))`.
-fn softplus<B: Kernels, const D: usize>(v: Tensor<B, D>) -> Tensor<B, D> {
+fn softplus<B: Backend, const D: usize>(v: Tensor<B, D>) -> Tensor<B, D> {
     v.clone().clamp_min(0.0) + v.abs().neg().exp().log1p()
 }
 

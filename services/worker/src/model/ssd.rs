@@ -65,7 +65,7 @@ fn intra_chunk_scores<B: Kernels>(cum: Tensor<B, 5>, cb: Tensor<B, 6>) -> Tensor
 ///
 /// # Shapes
 /// - `log_decay`: `[d0, d1, d2, m]` → `[d0, d1, d2, m, m]`
-fn segment_decay<B: Kernels>(log_decay: Tensor<B, 4>) -> Tensor<B, 5> {
+fn segment_decay<B: Backend>(log_decay: Tensor<B, 4>) -> Tensor<B, 5> {
     let [d0, d1, d2, m] = log_decay.dims();
     let device = log_decay.device();
     let shape = [d0, d1, d2, m, m];
@@ -79,7 +79,7 @@ fn segment_decay<B: Kernels>(log_decay: Tensor<B, 4>) -> Tensor<B, 5> {
 }
 
 /// Appends `pad` zero steps along dimension 1.
-fn pad_seq<B: Kernels, const D: usize>(t: Tensor<B, D>, pad: usize) -> Tensor<B, D> {
+fn pad_seq<B: Backend, const D: usize>(t: Tensor<B, D>, pad: usize) -> Tensor<B, D> {
     if pad == 0 {
         return t;
     }
@@ -194,7 +194,7 @@ pub fn chunked_scan<B: Kernels>(
 /// - `a`: `[heads]`
 /// - `b`, `c`: `[batch, groups, state]`
 /// - returns `([batch, heads, head_dim], [batch, heads, head_dim, state])`
-pub fn scan_step<B: Kernels>(
+pub fn scan_step<B: Backend>(
     state: Tensor<B, 4>,
     x: Tensor<B, 3>,
     dt: Tensor<B, 2>,
@@ -217,7 +217,7 @@ pub fn scan_step<B: Kernels>(
 
 /// The same scan as a loop of [`scan_step`] over the tokens: the naive training form, kept to
 /// check [`chunked_scan`] and to measure what chunking buys.
-pub fn sequential_scan<B: Kernels>(
+pub fn sequential_scan<B: Backend>(
     x: Tensor<B, 4>,
     dt: Tensor<B, 3>,
     a: Tensor<B, 1>,
@@ -288,7 +288,7 @@ mod tests {
     use crate::backend::{Cpu, CpuAutodiff};
     use burn::tensor::Distribution;
 
-    fn host<B: Kernels, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
         t.into_data().to_vec::<f32>().expect("f32 data").into_iter().map(f64::from).collect()
     }
 
@@ -302,7 +302,7 @@ mod tests {
 
     /// Random scan inputs shaped like Mamba2's: `dt` in (0.001, 0.5), `A` in [-8, -1], so the
     /// decays span from nearly 1 to strong forgetting within a chunk.
-    struct Inputs<B: Kernels> {
+    struct Inputs<B: Backend> {
         x: Tensor<B, 4>,
         dt: Tensor<B, 3>,
         a: Tensor<B, 1>,

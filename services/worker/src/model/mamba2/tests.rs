@@ -4,7 +4,7 @@ use crate::kernels::TrainingBackend;
 use crate::model::ssd::reference_scan;
 use search_space::ops::LayerSpec;
 
-fn host<B: Kernels, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
     t.into_data().to_vec::<f32>().expect("f32 data").into_iter().map(f64::from).collect()
 }
 
@@ -45,7 +45,7 @@ fn mixer<B: Kernels>(d: Dims, device: &B::Device) -> Mamba2<B> {
     m
 }
 
-fn input<B: Kernels>(batch: usize, seq: usize, d: Dims, device: &B::Device) -> Tensor<B, 3> {
+fn input<B: Backend>(batch: usize, seq: usize, d: Dims, device: &B::Device) -> Tensor<B, 3> {
     Tensor::random([batch, seq, d.hidden], Distribution::Normal(0.0, 1.0), device)
 }
 
