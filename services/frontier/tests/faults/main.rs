@@ -110,28 +110,31 @@ async fn a_killed_worker_s_trial_is_finished_by_another_worker_exactly_once() {
     let dir = tempfile::tempdir().expect("temp dir");
     // A short lease so the dead worker's trial comes back within seconds.
     let (_coordinator, port) = coordinator(&db, &Serve { lease_ttl_s: 3, ..Serve::default() }).await;
+    // Long enough (256 steps) that the worker is still training when the test kills it: a short
+    // trial could finish between the test seeing its progress and the kill.
     let spec =
-        write_spec(dir.path(), "kill-worker", &random_spec("kill-worker", &corpus_path(), 2, 8192, 3e-3));
+        write_spec(dir.path(), "kill-worker", &random_spec("kill-worker", &corpus_path(), 2, 32_768, 3e-3));
     let id = submit(port, &spec);
     let doomed = worker(port, "doomed", &dir.path().join("cache"));
-    // Kill it once it has reported progress: mid-training, lease held.
+    // Kill it once it has reported progress: mid-training, lease held. The trial is read in the
+    // same query that sees the progress, so it is the one leased at that moment.
     let pool = connect(&db).await;
-    wait_for_count(
-        &pool,
-        "SELECT COUNT(*) FROM trial_events e JOIN trials t ON t.id = e.trial_id
-         WHERE t.search_id = $1 AND e.kind = 'progress' AND t.state = 'leased'",
-        id,
-        1,
-        Duration::from_secs(300),
-    )
-    .await;
-    let (killed_trial,): (i64,) = sqlx::query_as(
-        "SELECT id FROM trials WHERE search_id = $1 AND state = 'leased' AND worker_id = 'doomed'",
-    )
-    .bind(id)
-    .fetch_one(&pool)
-    .await
-    .expect("the doomed worker's trial");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let killed_trial = loop {
+        let leased: Option<(i64,)> = sqlx::query_as(
+            "SELECT t.id FROM trials t WHERE t.search_id = $1 AND t.state = 'leased' AND t.worker_id = 'doomed'
+             AND EXISTS (SELECT 1 FROM trial_events e WHERE e.trial_id = t.id AND e.kind = 'progress')",
+        )
+        .bind(id)
+        .fetch_optional(&pool)
+        .await
+        .expect("the doomed worker's trial");
+        if let Some((trial,)) = leased {
+            break trial;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for the doomed worker's progress");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     doomed.kill();
     let _rescuer = worker(port, "rescuer", &dir.path().join("cache"));
     let s = finished(port, id, Duration::from_secs(600)).await;
