@@ -1,9 +1,8 @@
 use crate::helpers::{fails, json, ok};
 
-/// A few KB of the shared public-domain corpus, copied to a temp dir.
+/// A few KB of the public-domain test corpus, copied to a temp dir.
 fn corpus(dir: &std::path::Path, bytes: usize) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/tinyshakespeare.txt");
-    let text = std::fs::read(path).expect("the shared test corpus is present");
+    let text = testdata::tinyshakespeare_bytes();
     let file = dir.join("corpus.txt");
     std::fs::write(&file, &text[..bytes]).expect("temp dir is writable");
     file.to_str().expect("temp paths are UTF-8").to_owned()

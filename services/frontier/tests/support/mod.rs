@@ -42,7 +42,7 @@ pub fn frontier() -> Command {
 
 /// tinyshakespeare, the test corpus.
 pub fn corpus() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tinyshakespeare.txt")
+    testdata::tinyshakespeare()
 }
 
 /// The server's admin URL (the `postgres` database), from `FRONTIER_TEST_POSTGRES_URL`.

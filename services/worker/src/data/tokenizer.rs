@@ -279,9 +279,8 @@ mod tests {
 
     #[test]
     fn bpe_trained_on_tinyshakespeare_with_512_ids_round_trips_and_compresses() {
-        // The one test on the shared corpus; product code never names this path.
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/tinyshakespeare.txt");
-        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+        // Product code never names the test corpus; only tests reach it, through `testdata`.
+        let text = String::from_utf8(testdata::tinyshakespeare_bytes()).expect("the corpus is UTF-8");
         let tokenizer = Tokenizer::train_bpe(&[&text], 512).unwrap();
         assert_eq!(tokenizer.vocab_size(), 512);
         assert_eq!(tokenizer.name(), "bpe-512");

@@ -12,11 +12,9 @@ use worker::train::{Outcome, TrainConfig, TrainError, Trainer, evaluate, train};
 
 type B = CpuAutodiff;
 
-/// The shared test corpus (public-domain text), as bytes = byte-tokenizer ids.
+/// The test corpus (public-domain text), as bytes = byte-tokenizer ids.
 fn shakespeare() -> Vec<u32> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/tinyshakespeare.txt");
-    let text = std::fs::read(path).expect("the shared test corpus is present");
-    text.into_iter().map(u32::from).collect()
+    testdata::tinyshakespeare_bytes().into_iter().map(u32::from).collect()
 }
 
 fn spec(name: &str) -> ModelSpec {
