@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`accuracy`]: per-task accuracy floors and objectives for searches on synthetic tasks.
+//! - [`proxy`]: the proxy training budget, and the tokenizer, corpus and checkpoint strings it holds.
 //! - [`spec`]: the search spec (JSON over HTTP, TOML or JSON files) and its field-path validation.
 //! - [`wire`]: worker protocol messages (register, lease, heartbeat, complete, fail) and the error body.
 //!
@@ -10,6 +11,7 @@
 //! message is defined once.
 
 pub mod accuracy;
+pub mod proxy;
 pub mod spec;
 pub mod wire;
 

@@ -7,11 +7,11 @@
 
 use lut::DeploymentSetting;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
-use search_space::model::MAX_META_TOKENS;
 use search_space::{Architecture, Genome, ModelSettings, OpKind, SearchSpace, Topology, ValidationErrors};
 use serde::{Deserialize, Serialize};
 
-use crate::accuracy::{self, AccuracyGoals};
+use crate::accuracy::AccuracyGoals;
+pub use crate::proxy::{CheckpointEvery, ProxyBudget, TokenizerChoice};
 
 /// Text: any characters but NUL (which a Postgres text column cannot hold).
 pub const TEXT: &str = r"^[^\u0000]*$";
@@ -235,63 +235,6 @@ pub enum WidthMode {
 /// The largest learning rate a spec may ask for: past it the f32 updates themselves overflow.
 pub const MAX_LR: f64 = 1e6;
 
-/// The proxy training budget.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct ProxyBudget {
-    /// Training tokens per candidate (the top rung's budget with successive halving); at least
-    /// one batch (`seq_len × batch_size`).
-    #[schemars(range(min = 1, max = MAX_PROXY_TOKENS))]
-    pub tokens: u64,
-    #[schemars(range(min = 1, max = MAX_SEQ_LEN))]
-    pub seq_len: u32,
-    /// Sequences per batch; `seq_len × batch_size` is at most 2^24 tokens.
-    #[schemars(range(min = 1, max = MAX_BATCH_SIZE))]
-    pub batch_size: u32,
-    /// Peak learning rate of the cosine schedule, in (0, [`MAX_LR`]]. Far above ~0.1 AdamW
-    /// usually diverges; such a trial is recorded as diverged, not refused.
-    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = MAX_LR))]
-    pub lr: f64,
-    /// Share of the steps spent warming up.
-    #[schemars(extend("minimum" = 0, "exclusiveMaximum" = 1))]
-    pub warmup_fraction: f64,
-    /// The paper's weight normalisation after every step.
-    pub weight_norm: bool,
-    /// Meta tokens prepended to every sequence (overrides `model.meta_tokens` for the proxy).
-    #[schemars(range(max = MAX_META_TOKENS))]
-    pub meta_tokens: Option<u32>,
-    /// `bytes` (default) or `bpe:N` (a BPE of N tokens, 260 ≤ N ≤ 262144, trained on the corpus).
-    #[schemars(pattern(r"^(?:bytes|bpe:\+?[0-9]{1,10})$"))]
-    pub tokenizer: String,
-    /// The training corpus as workers see it: a path (file or folder of .txt/.jsonl), or
-    /// `synthetic:TASK[,TASK...]` for the built-in tasks.
-    #[schemars(length(min = 1, max = MAX_CORPUS_CHARS), pattern(NOT_BLANK))]
-    pub corpus: String,
-    /// Most validation tokens scored per trial.
-    #[schemars(range(min = 1, max = MAX_EVAL_TOKENS))]
-    pub eval_tokens: Option<u64>,
-    /// Also measure each candidate's real decode latency at the target setting on the worker.
-    pub measure_latency: bool,
-}
-
-impl Default for ProxyBudget {
-    fn default() -> Self {
-        Self {
-            tokens: 200_000,
-            seq_len: 128,
-            batch_size: 8,
-            lr: 3e-3,
-            warmup_fraction: 0.05,
-            weight_norm: false,
-            meta_tokens: None,
-            tokenizer: "bytes".to_owned(),
-            corpus: String::new(),
-            eval_tokens: Some(16_384),
-            measure_latency: false,
-        }
-    }
-}
-
 /// The search algorithm.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -490,7 +433,7 @@ impl SearchSpec {
                 format!("must be a positive number of milliseconds, got {b}"),
             );
         }
-        self.validate_proxy(&mut errs);
+        self.proxy.validate(self.model.vocab_size, &mut errs);
         self.validate_algorithm(&mut errs);
         if matches!(self.algorithm, Algorithm::Sweep { .. }) && !self.accuracy.is_empty() {
             errs.push("accuracy", "a sweep fits a scaling law to the loss; it takes no accuracy goals");
@@ -531,73 +474,6 @@ impl SearchSpec {
             errs.push("max_attempts", format!("must be in 1..={MAX_ATTEMPTS}, got {}", self.max_attempts));
         }
         errs.into_result(())
-    }
-
-    fn validate_proxy(&self, errs: &mut ValidationErrors) {
-        let p = &self.proxy;
-        if p.seq_len == 0 || p.seq_len > MAX_SEQ_LEN {
-            errs.push("proxy.seq_len", format!("must be in 1..={MAX_SEQ_LEN}, got {}", p.seq_len));
-        }
-        if p.batch_size == 0 || p.batch_size > MAX_BATCH_SIZE {
-            errs.push("proxy.batch_size", format!("must be in 1..={MAX_BATCH_SIZE}, got {}", p.batch_size));
-        }
-        let batch = u64::from(p.seq_len) * u64::from(p.batch_size);
-        if batch > MAX_BATCH_TOKENS {
-            errs.push(
-                "proxy.batch_size",
-                format!(
-                    "a batch of seq_len × batch_size = {batch} tokens is over the cap of {MAX_BATCH_TOKENS}"
-                ),
-            );
-        }
-        if p.tokens > MAX_PROXY_TOKENS {
-            errs.push("proxy.tokens", format!("must be at most {MAX_PROXY_TOKENS}, got {}", p.tokens));
-        } else if p.tokens < batch.max(1) {
-            errs.push(
-                "proxy.tokens",
-                format!("must be at least one batch (seq_len × batch_size = {batch}), got {}", p.tokens),
-            );
-        }
-        if !(p.lr.is_finite() && p.lr > 0.0 && p.lr <= MAX_LR) {
-            errs.push("proxy.lr", format!("must be in (0, {MAX_LR}], got {}", p.lr));
-        }
-        if !(0.0..1.0).contains(&p.warmup_fraction) {
-            errs.push("proxy.warmup_fraction", format!("must be in [0, 1), got {}", p.warmup_fraction));
-        }
-        if p.corpus.trim().is_empty() {
-            errs.push(
-                "proxy.corpus",
-                "must name the training corpus as workers see it (a path, or synthetic:TASKS)",
-            );
-        } else if let Some(problem) = text_problem(&p.corpus, MAX_CORPUS_CHARS, true) {
-            errs.push("proxy.corpus", problem);
-        } else {
-            accuracy::validate_corpus(&p.corpus, errs);
-        }
-        if p.tokenizer != "bytes"
-            && !p
-                .tokenizer
-                .strip_prefix("bpe:")
-                .is_some_and(|n| n.parse::<u32>().is_ok_and(|n| (260..=MAX_BPE_VOCAB).contains(&n)))
-        {
-            let shown: String = p.tokenizer.chars().take(40).collect();
-            errs.push(
-                "proxy.tokenizer",
-                format!("must be `bytes` or `bpe:N` with 260 ≤ N ≤ {MAX_BPE_VOCAB}, got `{shown}`"),
-            );
-        }
-        match p.eval_tokens {
-            Some(0) => errs.push("proxy.eval_tokens", "must be at least 1 when given"),
-            Some(n) if n > MAX_EVAL_TOKENS => {
-                errs.push("proxy.eval_tokens", format!("must be at most {MAX_EVAL_TOKENS}, got {n}"))
-            }
-            _ => {}
-        }
-        if let Some(m) = p.meta_tokens
-            && m > MAX_META_TOKENS
-        {
-            errs.push("proxy.meta_tokens", format!("must be at most {MAX_META_TOKENS}, got {m}"));
-        }
     }
 
     fn validate_algorithm(&self, errs: &mut ValidationErrors) {
@@ -830,6 +706,12 @@ mod tests {
         assert_eq!(recall.accuracy.maximize, ["in_context_recall"]);
         assert_eq!(recall.accuracy.min.get("in_context_recall"), Some(&0.5));
         assert_eq!(recall.width, WidthMode::Evolved);
+        let paper = example("paper-1b.toml");
+        assert_eq!(paper.proxy.tokens, 10_000_000_000);
+        assert_eq!(paper.proxy.micro_batch_size(), 8);
+        assert_eq!(paper.proxy.checkpoint_every, Some(CheckpointEvery::Minutes(15)));
+        assert_eq!(paper.proxy.corpus.parse(), Ok(crate::proxy::CorpusRef::Shards("web-v1".into())));
+        assert_eq!(paper.model, search_space::presets::flash_1b_settings());
     }
 
     #[test]

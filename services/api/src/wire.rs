@@ -104,6 +104,52 @@ pub struct Heartbeat {
     pub lease_token: String,
     #[serde(default)]
     pub progress: Option<TrialProgress>,
+    /// What happened to the trial's checkpoints since the last heartbeat (a resumption, a
+    /// checkpoint that could not be used); each becomes an event of the trial's history.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = MAX_TRIAL_NOTES))]
+    pub notes: Vec<TrialNote>,
+}
+
+/// Most notes one heartbeat carries.
+pub const MAX_TRIAL_NOTES: usize = 16;
+/// Longest note message, in characters.
+pub const MAX_NOTE_CHARS: usize = 1_000;
+
+/// One event a worker reports about a trial's checkpoints.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrialNote {
+    pub kind: TrialNoteKind,
+    /// The step concerned (the step resumed at, or the step whose checkpoint failed).
+    #[serde(default)]
+    pub step: Option<u64>,
+    /// For people: which checkpoint, and why it was not used.
+    #[schemars(length(max = MAX_NOTE_CHARS), pattern(TEXT))]
+    pub message: String,
+}
+
+/// What a [`TrialNote`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialNoteKind {
+    /// Training continued from a checkpoint of an earlier attempt.
+    Resumed,
+    /// A checkpoint was found but not used (torn, or another job's).
+    CheckpointSkipped,
+    /// A checkpoint could not be written; training went on.
+    CheckpointFailed,
+}
+
+impl TrialNoteKind {
+    /// The event kind the history records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrialNoteKind::Resumed => "resumed",
+            TrialNoteKind::CheckpointSkipped => "checkpoint_skipped",
+            TrialNoteKind::CheckpointFailed => "checkpoint_failed",
+        }
+    }
 }
 
 /// The answer to a heartbeat: the lease's new expiry. Cancelling a search revokes its leases, so a
