@@ -16,6 +16,56 @@
 use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
+use super::shardset::ShardStream;
+
+/// A token stream batches are cut from: ids in memory, or one side of a memory-mapped shard
+/// set. Both read the same windows for the same positions.
+#[derive(Clone, Copy, Debug)]
+pub enum TokenStream<'a> {
+    Memory(&'a [u32]),
+    Shards(&'a ShardStream),
+}
+
+impl TokenStream<'_> {
+    /// Ids in the stream.
+    pub fn len(&self) -> usize {
+        match self {
+            TokenStream::Memory(tokens) => tokens.len(),
+            TokenStream::Shards(stream) => stream.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends the ids at `start..start + n` to `out`.
+    fn extend_into(&self, start: usize, n: usize, out: &mut Vec<u32>) {
+        match self {
+            TokenStream::Memory(tokens) => out.extend_from_slice(&tokens[start..start + n]),
+            TokenStream::Shards(stream) => stream.extend_into(start, n, out),
+        }
+    }
+}
+
+impl<'a> From<&'a [u32]> for TokenStream<'a> {
+    fn from(tokens: &'a [u32]) -> Self {
+        TokenStream::Memory(tokens)
+    }
+}
+
+impl<'a> From<&'a Vec<u32>> for TokenStream<'a> {
+    fn from(tokens: &'a Vec<u32>) -> Self {
+        TokenStream::Memory(tokens)
+    }
+}
+
+impl<'a> From<&'a ShardStream> for TokenStream<'a> {
+    fn from(stream: &'a ShardStream) -> Self {
+        TokenStream::Shards(stream)
+    }
+}
+
 /// Why windows could not be cut from a stream.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BatchError {
@@ -49,7 +99,8 @@ pub struct Batch {
 impl Batch {
     fn with_capacity(rows: usize, seq_len: usize) -> Self {
         Self {
-            inputs: Vec::with_capacity(rows * seq_len),
+            // One more than the inputs: a window is read whole before its last id moves over.
+            inputs: Vec::with_capacity(rows * seq_len + 1),
             targets: Vec::with_capacity(rows * seq_len),
             scored: None,
             rows: 0,
@@ -57,10 +108,27 @@ impl Batch {
         }
     }
 
-    fn push_window(&mut self, tokens: &[u32], start: usize) {
-        self.inputs.extend_from_slice(&tokens[start..start + self.seq_len]);
-        self.targets.extend_from_slice(&tokens[start + 1..start + 1 + self.seq_len]);
+    /// Appends the window at `start`: `seq_len + 1` ids read once, the inputs all but the last
+    /// and the targets all but the first.
+    fn push_window(&mut self, tokens: TokenStream<'_>, start: usize) {
+        let at = self.inputs.len();
+        tokens.extend_into(start, self.seq_len + 1, &mut self.inputs);
+        let last = self.inputs.pop().expect("a window holds seq_len + 1 >= 2 ids");
+        self.targets.extend_from_slice(&self.inputs[at + 1..]);
+        self.targets.push(last);
         self.rows += 1;
+    }
+
+    /// The rows `rows` of this batch as a batch of their own (micro-batches of one step).
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Batch {
+        let cells = rows.start * self.seq_len..rows.end * self.seq_len;
+        Batch {
+            inputs: self.inputs[cells.clone()].to_vec(),
+            targets: self.targets[cells.clone()].to_vec(),
+            scored: self.scored.as_ref().map(|s| s[cells].to_vec()),
+            rows: rows.len(),
+            seq_len: self.seq_len,
+        }
     }
 }
 
@@ -78,7 +146,7 @@ fn check_shape(tokens: usize, seq_len: usize, batch_size: usize) -> Result<(), B
 /// Seeded random training windows; see the module doc.
 #[derive(Clone, Debug)]
 pub struct TrainBatches<'a> {
-    tokens: &'a [u32],
+    tokens: TokenStream<'a>,
     seq_len: usize,
     batch_size: usize,
     seed: u64,
@@ -87,7 +155,13 @@ pub struct TrainBatches<'a> {
 impl<'a> TrainBatches<'a> {
     /// Samples windows of `seq_len` from `tokens`, `batch_size` per batch; an error when the
     /// stream is shorter than one window.
-    pub fn new(tokens: &'a [u32], seq_len: usize, batch_size: usize, seed: u64) -> Result<Self, BatchError> {
+    pub fn new(
+        tokens: impl Into<TokenStream<'a>>,
+        seq_len: usize,
+        batch_size: usize,
+        seed: u64,
+    ) -> Result<Self, BatchError> {
+        let tokens = tokens.into();
         check_shape(tokens.len(), seq_len, batch_size)?;
         Ok(Self { tokens, seq_len, batch_size, seed })
     }
@@ -130,7 +204,7 @@ impl<'a> TrainBatches<'a> {
 /// fewer than `batch_size` windows.
 #[derive(Clone, Debug)]
 pub struct ValidationBatches<'a> {
-    tokens: &'a [u32],
+    tokens: TokenStream<'a>,
     seq_len: usize,
     batch_size: usize,
     next_window: usize,
@@ -140,7 +214,12 @@ pub struct ValidationBatches<'a> {
 impl<'a> ValidationBatches<'a> {
     /// Cuts `tokens` into consecutive windows of `seq_len`, `batch_size` per batch; an error when
     /// the stream is shorter than one window.
-    pub fn new(tokens: &'a [u32], seq_len: usize, batch_size: usize) -> Result<Self, BatchError> {
+    pub fn new(
+        tokens: impl Into<TokenStream<'a>>,
+        seq_len: usize,
+        batch_size: usize,
+    ) -> Result<Self, BatchError> {
+        let tokens = tokens.into();
         check_shape(tokens.len(), seq_len, batch_size)?;
         let windows = (tokens.len() - 1) / seq_len;
         Ok(Self { tokens, seq_len, batch_size, next_window: 0, windows })

@@ -12,6 +12,10 @@
 //!   such as `.git` or a cache directory kept inside the corpus) and symbolic links to
 //!   directories (which could loop) are skipped as well.
 //!
+//! Any of these files may be compressed: a name ending in `.gz` (gzip) or `.zst` (zstd) is read
+//! through its decoder and typed by the rest of its name (`part-0.jsonl.zst` is JSONL). A path
+//! that is neither a regular file nor a directory (a device, a pipe) is refused.
+//!
 //! Text must be UTF-8; a file that is not is an error naming the file and the byte offset of
 //! the first bad sequence. A leading byte-order mark is dropped, as it is an encoding artefact
 //! rather than text. Empty documents are dropped; a corpus with no text at all is an error.
@@ -68,24 +72,7 @@ pub struct Corpus {
 impl Corpus {
     /// Reads the corpus at `path` (a text file, a JSONL file or a directory; see the module doc).
     pub fn load(path: &Path) -> Result<Self, CorpusError> {
-        let metadata = match fs::metadata(path) {
-            Ok(metadata) => metadata,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(CorpusError::NotFound { path: path.to_owned() });
-            }
-            Err(source) => return Err(CorpusError::Io { path: path.to_owned(), source }),
-        };
-        let files = if metadata.is_dir() {
-            let mut files = Vec::new();
-            collect_files(path, &mut files)?;
-            // Paths compare component by component (`a/z.md` before `a.text`), so the order
-            // does not depend on how the separator byte sorts against names.
-            files.sort();
-            files
-        } else {
-            vec![path.to_owned()]
-        };
-
+        let files = corpus_files(path)?;
         let mut documents = Vec::new();
         for file in &files {
             read_documents(file, &mut documents)?;
@@ -128,12 +115,60 @@ impl Corpus {
     }
 }
 
+/// The files a corpus path reads, in reading order: the path itself when it is a file, else
+/// every corpus file below the directory in sorted path order (see the module doc).
+pub fn corpus_files(path: &Path) -> Result<Vec<PathBuf>, CorpusError> {
+    let metadata = match fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(CorpusError::NotFound { path: path.to_owned() });
+        }
+        Err(source) => return Err(CorpusError::Io { path: path.to_owned(), source }),
+    };
+    if metadata.is_dir() {
+        let mut files = Vec::new();
+        collect_files(path, &mut files)?;
+        // Paths compare component by component (`a/z.md` before `a.text`), so the order
+        // does not depend on how the separator byte sorts against names.
+        files.sort();
+        if files.is_empty() {
+            return Err(CorpusError::Empty { path: path.to_owned() });
+        }
+        Ok(files)
+    } else if metadata.is_file() {
+        Ok(vec![path.to_owned()])
+    } else {
+        Err(CorpusError::Io {
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file or a directory"),
+        })
+    }
+}
+
+/// The compression suffixes read through a decoder: gzip and zstd.
+pub const COMPRESSED_EXTENSIONS: [&str; 2] = ["gz", "zst"];
+
+/// The path without a compression suffix, which names the content's own type
+/// (`a.jsonl.zst` → `a.jsonl`).
+fn content_path(path: &Path) -> &Path {
+    if COMPRESSED_EXTENSIONS.iter().any(|ext| has_own_extension(path, ext)) {
+        path.file_stem().map_or(path, Path::new)
+    } else {
+        path
+    }
+}
+
+fn has_own_extension(path: &Path, wanted: &str) -> bool {
+    path.extension().and_then(|ext| ext.to_str()).is_some_and(|ext| ext.eq_ignore_ascii_case(wanted))
+}
+
 fn is_hidden(path: &Path) -> bool {
     path.file_name().and_then(|name| name.to_str()).is_some_and(|name| name.starts_with('.'))
 }
 
+/// Whether the content (compressed or not) has extension `wanted`.
 fn has_extension(path: &Path, wanted: &str) -> bool {
-    path.extension().and_then(|ext| ext.to_str()).is_some_and(|ext| ext.eq_ignore_ascii_case(wanted))
+    has_own_extension(content_path(path), wanted)
 }
 
 fn is_corpus_file(path: &Path) -> bool {
@@ -166,7 +201,8 @@ fn collect_files(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CorpusError
 
 /// Reads one file's documents onto `documents`.
 fn read_documents(path: &Path, documents: &mut Vec<String>) -> Result<(), CorpusError> {
-    let bytes = fs::read(path).map_err(|source| CorpusError::Io { path: path.to_owned(), source })?;
+    let bytes =
+        read_maybe_compressed(path).map_err(|source| CorpusError::Io { path: path.to_owned(), source })?;
     let mut text = String::from_utf8(bytes).map_err(|e| CorpusError::NonUtf8 {
         path: path.to_owned(),
         byte_offset: e.utf8_error().valid_up_to(),
@@ -180,6 +216,21 @@ fn read_documents(path: &Path, documents: &mut Vec<String>) -> Result<(), Corpus
         documents.push(text);
         Ok(())
     }
+}
+
+/// A file's bytes, decompressed when its name ends in `.gz` or `.zst`.
+fn read_maybe_compressed(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let file = fs::File::open(path)?;
+    let mut bytes = Vec::new();
+    if has_own_extension(path, "gz") {
+        flate2::read::MultiGzDecoder::new(io::BufReader::new(file)).read_to_end(&mut bytes)?;
+    } else if has_own_extension(path, "zst") {
+        zstd::stream::read::Decoder::new(file)?.read_to_end(&mut bytes)?;
+    } else {
+        io::BufReader::new(file).read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }
 
 fn read_jsonl(path: &Path, text: &str, documents: &mut Vec<String>) -> Result<(), CorpusError> {
