@@ -8,7 +8,8 @@
 //! - [`kernels`]: the fused kernels (short conv + SiLU, gated RMSNorm) the models call, in
 //!   tensor operations on every backend and as single-pass loops on the flex CPU backend.
 //! - [`data`]: corpora, tokenizers, the shard cache and seeded batches.
-//! - [`train`]: the proxy trainer (a step function and its driver).
+//! - [`train`]: the proxy trainer (a step function and its driver), with gradient accumulation.
+//! - [`checkpoint`]: a run's state saved atomically and resumed after the worker was killed.
 //! - [`decode`]: the decode benchmark, a candidate's measured latency.
 //! - [`run`]: whole jobs on a chosen device, for the command line and the pull loop.
 //! - [`profile`]: the LUT profiler (operator shapes in decode mode) and the device fingerprint.
@@ -19,6 +20,7 @@
 //! Synchronous and compute-bound: one job at a time on the chosen device; burn's CPU backend uses
 //! every core. The worker never touches the database.
 
+pub mod checkpoint;
 pub mod data;
 pub mod decode;
 pub mod kernels;

@@ -14,13 +14,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use api::proxy::TokenizerChoice;
 use api::{
     CompleteTrial, DeviceInfo, FailTrial, Heartbeat, HeartbeatAck, LeaseGrant, LeaseRequest, ProxyBudget,
-    RegisterWorker, Registered, TrialJob, TrialMetrics, TrialProgress,
+    RegisterWorker, Registered, TrialJob, TrialMetrics, TrialNote, TrialNoteKind, TrialProgress,
 };
 use reqwest::StatusCode;
 
-use crate::data::{CorpusSource, DataConfig, TokenizerSpec};
+use crate::checkpoint::{CheckpointNote, Checkpointing};
+use crate::data::{ContentKey, CorpusSource, DataConfig, TokenizerSpec};
 use crate::decode::DecodeSetting;
 use crate::run::{DeviceChoice, RunError, TrainRun, decode_job, train_job};
 use crate::train::{Outcome, Progress, TrainConfig};
@@ -38,6 +40,9 @@ pub struct WorkerConfig {
     /// What a relative `proxy.corpus` path in a job is read from (the working directory when
     /// `None`): a container mounts its data here, so specs need not know the mount point.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Where trials save checkpoints (local disk, or a shared file system so another worker
+    /// can resume a trial); `None` trains without checkpoints.
+    pub checkpoint_dir: Option<std::path::PathBuf>,
     /// Long-poll wait per lease request.
     pub lease_wait: Duration,
     /// Longest pause between retries when the coordinator is unreachable.
@@ -207,8 +212,11 @@ impl Worker {
         let device = self.config.device;
         let paths =
             JobPaths { cache_dir: self.config.cache_dir.clone(), data_dir: self.config.data_dir.clone() };
+        let checkpointing = checkpointing_for(&grant, self.config.checkpoint_dir.as_deref());
         let shared = progress.clone();
-        let mut training = tokio::task::spawn_blocking(move || run_job(&job, device, &paths, shared));
+        let job_checkpoints = checkpointing.clone();
+        let mut training =
+            tokio::task::spawn_blocking(move || run_job(&job, device, &paths, shared, job_checkpoints));
         let mut lost: Option<String> = None;
         let outcome = loop {
             tokio::select! {
@@ -216,7 +224,8 @@ impl Worker {
                 () = tokio::time::sleep(interval) => {
                     if lost.is_none() {
                         let p = progress.lock().ok().and_then(|p| *p);
-                        match self.heartbeat(trial_id, &grant.lease_token, p).await {
+                        let notes = checkpointing.as_ref().map(Checkpointing::take_notes).unwrap_or_default();
+                        match self.heartbeat(trial_id, &grant.lease_token, p, notes).await {
                             Ok(_) => {}
                             Err(HeartbeatError::Stale) => {
                                 lost = Some("lease lost (expired and reclaimed, or the search was cancelled)".into());
@@ -234,6 +243,21 @@ impl Worker {
         let outcome = outcome.unwrap_or_else(|e| {
             Err(JobError { message: format!("training panicked: {e}"), retryable: true })
         });
+        // Notes the last heartbeat did not carry (a short trial may finish before the first one)
+        // reach the history before the result does.
+        if let Some(notes) = checkpointing.as_ref().map(Checkpointing::take_notes).filter(|n| !n.is_empty())
+            && let Err(e) = self.heartbeat(trial_id, &grant.lease_token, None, notes).await
+        {
+            tracing::warn!(trial_id, error = ?e, "could not report the trial's checkpoint notes");
+        }
+        // The trial is over once its result or final failure is accepted: its checkpoints go.
+        let finished = |retryable: bool| {
+            if let Some(c) = checkpointing.as_ref().filter(|_| !retryable)
+                && let Err(e) = c.remove()
+            {
+                tracing::warn!(trial_id, error = %e, dir = %c.dir.display(), "could not delete the trial's checkpoints");
+            }
+        };
         match outcome {
             Ok(metrics) => {
                 let label = metrics.outcome.clone();
@@ -244,6 +268,7 @@ impl Worker {
                     return Ok(Cycle::Dropped { trial_id, reason: "result refused: lease is stale".into() });
                 }
                 json_or_error::<serde_json::Value>(r).await?;
+                finished(false);
                 Ok(Cycle::Completed { trial_id, outcome: label })
             }
             Err(e) => {
@@ -258,6 +283,7 @@ impl Worker {
                     return Ok(Cycle::Dropped { trial_id, reason: "failure refused: lease is stale".into() });
                 }
                 json_or_error::<serde_json::Value>(r).await?;
+                finished(e.retryable);
                 Ok(Cycle::Failed { trial_id, error: e.message })
             }
         }
@@ -268,8 +294,10 @@ impl Worker {
         trial_id: i64,
         lease_token: &str,
         progress: Option<Progress>,
+        notes: Vec<CheckpointNote>,
     ) -> Result<HeartbeatAck, HeartbeatError> {
         let body = Heartbeat {
+            notes: notes.iter().take(api::MAX_TRIAL_NOTES).map(trial_note).collect(),
             lease_token: lease_token.to_owned(),
             progress: progress.map(|p| TrialProgress {
                 step: p.step,
@@ -369,26 +397,54 @@ pub struct JobPaths {
     pub data_dir: Option<std::path::PathBuf>,
 }
 
-/// The data pipeline a proxy budget describes, on a worker with these paths.
+/// The data pipeline a proxy budget describes, on a worker with these paths. Relative corpus,
+/// shard set and tokenizer file names are read from the data folder.
 pub fn data_config(proxy: &ProxyBudget, paths: &JobPaths) -> Result<DataConfig, JobError> {
     let bad = |message: String| JobError { message, retryable: false };
-    let mut source: CorpusSource =
-        proxy.corpus.parse().map_err(|e| bad(format!("proxy.corpus `{}`: {e}", proxy.corpus)))?;
-    if let (CorpusSource::Path(path), Some(dir)) = (&source, &paths.data_dir)
-        && path.is_relative()
-    {
-        source = CorpusSource::Path(dir.join(path));
-    }
-    let mut data = DataConfig::from_source(source);
-    data.tokenizer = match proxy.tokenizer.as_str() {
-        "bytes" => TokenizerSpec::Bytes,
-        other => match other.strip_prefix("bpe:").and_then(|n| n.parse::<usize>().ok()) {
-            Some(vocab_size) => TokenizerSpec::TrainBpe { vocab_size },
-            None => return Err(bad(format!("unknown tokenizer `{other}`"))),
-        },
+    let in_data_dir = |path: &std::path::Path| match &paths.data_dir {
+        Some(dir) if path.is_relative() => dir.join(path),
+        _ => path.to_owned(),
     };
+    let source: CorpusSource =
+        proxy.corpus.parse().map_err(|e| bad(format!("proxy.corpus `{}`: {e}", proxy.corpus)))?;
+    let source = match source {
+        CorpusSource::Path(path) => CorpusSource::Path(in_data_dir(&path)),
+        CorpusSource::Shards(dir) => CorpusSource::Shards(in_data_dir(&dir)),
+        synthetic @ CorpusSource::Synthetic(_) => synthetic,
+    };
+    let mut data = DataConfig::from_source(source);
+    let choice: TokenizerChoice =
+        proxy.tokenizer.parse().map_err(|problem| bad(format!("proxy.tokenizer: {problem}")))?;
+    data.tokenizer = TokenizerSpec::from_choice(choice, paths.data_dir.as_deref());
     data.cache_dir = paths.cache_dir.clone();
     Ok(data)
+}
+
+/// The checkpoint folder of a leased trial, when this worker keeps checkpoints and the spec asks
+/// for them: one folder per trial, shared by its attempts (on a shared file system, by every
+/// worker), named by the search and trial.
+pub fn checkpointing_for(grant: &LeaseGrant, root: Option<&std::path::Path>) -> Option<Checkpointing> {
+    let every = grant.job.proxy.checkpoint_every?;
+    let dir = root?.join(format!("search-{}-trial-{}", grant.search_id, grant.trial_id));
+    Some(Checkpointing::new(dir, every, job_key(&grant.job)))
+}
+
+/// Names a job's training: the architecture, budget, seed and proxy settings. A checkpoint made
+/// under another key is never restored (see [`crate::checkpoint`]).
+pub fn job_key(job: &TrialJob) -> String {
+    let json =
+        serde_json::to_vec(&(&job.architecture, &job.proxy, job.budget_tokens, job.seed)).unwrap_or_default();
+    ContentKey::builder("trial-job/v1").bytes(&json).finish().to_hex()
+}
+
+fn trial_note(note: &CheckpointNote) -> TrialNote {
+    let (kind, step) = match note {
+        CheckpointNote::Resumed { step, .. } => (TrialNoteKind::Resumed, Some(*step)),
+        CheckpointNote::Skipped { .. } => (TrialNoteKind::CheckpointSkipped, None),
+        CheckpointNote::SaveFailed { step, .. } => (TrialNoteKind::CheckpointFailed, Some(*step)),
+    };
+    let message: String = note.to_string().chars().take(api::MAX_NOTE_CHARS).collect();
+    TrialNote { kind, step, message }
 }
 
 /// The trainer settings a job describes.
@@ -398,6 +454,7 @@ pub fn train_config(job: &TrialJob) -> TrainConfig {
         tokens: job.budget_tokens,
         seq_len: p.seq_len as usize,
         batch_size: p.batch_size as usize,
+        micro_batch: p.micro_batch.map(|m| m as usize),
         lr: p.lr,
         warmup_fraction: p.warmup_fraction,
         weight_norm: p.weight_norm,
@@ -415,13 +472,16 @@ pub fn run_job(
     device: DeviceChoice,
     paths: &JobPaths,
     progress: Arc<Mutex<Option<Progress>>>,
+    checkpointing: Option<Checkpointing>,
 ) -> Result<TrialMetrics, JobError> {
     let model = job
         .architecture
         .expand()
         .map_err(|e| JobError { message: format!("architecture does not expand: {e}"), retryable: false })?;
-    let data = data_config(&job.proxy, paths)?;
-    let config = train_config(job);
+    let mut data = data_config(&job.proxy, paths)?;
+    // In service mode the architecture's vocabulary must cover the tokenizer's.
+    data.max_vocab = Some(model.vocab_size as usize);
+    let config = TrainConfig { checkpoint: checkpointing, ..train_config(job) };
     let mut curve: Vec<(u64, f64)> = Vec::new();
     let run: TrainRun = train_job(&model, &data, &config, device, false, |p| {
         curve.push((p.step, p.loss));
@@ -448,12 +508,31 @@ pub fn run_job(
         }
         None => None,
     };
+    // A completed run's own curve spans every attempt; the callback saw only this one's steps.
+    if let Outcome::Completed(report) = &run.outcome
+        && !report.loss_curve.is_empty()
+    {
+        curve.clone_from(&report.loss_curve);
+    }
     Ok(metrics_of(run, thin(&curve, 256), measured_latency_ms))
 }
 
 fn retryable(e: &RunError) -> bool {
-    // A bad architecture or setting fails everywhere; data and device problems may be local.
-    !matches!(e, RunError::Architecture(_) | RunError::Decode(_))
+    use crate::data::DataError;
+    use crate::train::TrainError;
+    // A bad architecture or setting fails everywhere, and so does data that contradicts the
+    // spec; a missing file or a device problem may be local to this worker.
+    !matches!(
+        e,
+        RunError::Architecture(_)
+            | RunError::Decode(_)
+            | RunError::Data(
+                DataError::VocabularyTooSmall { .. }
+                    | DataError::TokenizerMismatch { .. }
+                    | DataError::TokenizerWithSynthetic(_)
+            )
+            | RunError::Train(TrainError::TokenOutOfRange { .. } | TrainError::Config(_))
+    )
 }
 
 fn metrics_of(run: TrainRun, loss_curve: Vec<(u64, f64)>, measured_latency_ms: Option<f64>) -> TrialMetrics {

@@ -11,7 +11,8 @@ use crate::backend::{Cpu, CpuAutodiff, CpuDevice, describe};
 use std::collections::BTreeMap;
 
 use crate::data::{
-    CorpusSource, DataConfig, DataError, PreparedData, SyntheticTasks, TokenizerSpec, prepare,
+    CorpusSource, DataConfig, DataError, PreparedData, ShardSet, SyntheticTasks, Tokenizer, TokenizerSpec,
+    prepare,
 };
 use crate::decode::{DecodeError, DecodeReport, DecodeSetting, bench};
 use crate::model::lm::HybridLm;
@@ -93,6 +94,8 @@ impl TrainRun {
 /// The data a job trains on, made ready.
 enum Prepared {
     Text(PreparedData),
+    /// A memory-mapped shard set: nothing of the corpus is in memory.
+    Shards(Box<ShardSet>),
     Synthetic(SyntheticTasks),
 }
 
@@ -100,9 +103,43 @@ impl Prepared {
     fn vocab_size(&self) -> usize {
         match self {
             Prepared::Text(p) => p.tokenizer.vocab_size(),
+            Prepared::Shards(set) => set.tokenizer.vocab_size(),
             Prepared::Synthetic(t) => t.vocab_size(),
         }
     }
+
+    fn tokenizer_name(&self) -> String {
+        match self {
+            Prepared::Text(p) => p.tokenizer.name(),
+            Prepared::Shards(set) => set.tokenizer.name(),
+            Prepared::Synthetic(_) => "synthetic".to_owned(),
+        }
+    }
+}
+
+/// Opens a shard set and checks it was made with the tokenizer the run names: `bytes` for a
+/// byte-level set, or a tokenizer file with the same vocabulary and configuration.
+fn open_shards(dir: &std::path::Path, tokenizer: &TokenizerSpec) -> Result<ShardSet, DataError> {
+    let set = ShardSet::open(dir)?;
+    let requested = match tokenizer {
+        TokenizerSpec::Bytes => Tokenizer::Bytes,
+        TokenizerSpec::File(path) => Tokenizer::load(path)?,
+        TokenizerSpec::TrainBpe { vocab_size } => {
+            return Err(DataError::TokenizerMismatch {
+                set: dir.to_owned(),
+                set_tokenizer: set.tokenizer.name(),
+                requested: format!("bpe:{vocab_size} (a shard set is tokenized already)"),
+            });
+        }
+    };
+    if requested.identity() != set.tokenizer.identity() {
+        return Err(DataError::TokenizerMismatch {
+            set: dir.to_owned(),
+            set_tokenizer: set.tokenizer.name(),
+            requested: requested.name(),
+        });
+    }
+    Ok(set)
 }
 
 /// Prepares the corpus (or sets up the synthetic tasks at the run's sequence length), sizes the
@@ -117,6 +154,7 @@ pub fn train_job(
 ) -> Result<TrainRun, RunError> {
     let prepared = match &data.corpus {
         CorpusSource::Path(_) => Prepared::Text(prepare(data)?),
+        CorpusSource::Shards(dir) => Prepared::Shards(Box::new(open_shards(dir, &data.tokenizer)?)),
         CorpusSource::Synthetic(synthetic) => {
             if let TokenizerSpec::TrainBpe { .. } | TokenizerSpec::File(_) = data.tokenizer {
                 let name = format!("{:?}", data.tokenizer);
@@ -126,6 +164,16 @@ pub fn train_job(
             Prepared::Synthetic(tasks)
         }
     };
+    if let Some(max) = data.max_vocab
+        && prepared.vocab_size() > max
+    {
+        return Err(DataError::VocabularyTooSmall {
+            tokenizer: prepared.tokenizer_name(),
+            tokenizer_vocab: prepared.vocab_size(),
+            model_vocab: max,
+        }
+        .into());
+    }
     // The proxy is trained with the proxy's tokenizer: the architecture's vocabulary describes
     // deployment, the tokenizer decides what the model sees here.
     let spec = ModelSpec { vocab_size: prepared.vocab_size() as u32, ..spec.clone() };
@@ -176,7 +224,10 @@ fn train_on<B: TrainingBackend>(
                     device,
                 )?);
             }
-            let data = TrainData::Text { train: &prepared.train, validation: &prepared.validation };
+            let data = TrainData::Text {
+                train: (&prepared.train).into(),
+                validation: (&prepared.validation).into(),
+            };
             let (outcome, _) = train_on_data(model, data, config, device, progress)?;
             TrainRun {
                 outcome,
@@ -188,6 +239,31 @@ fn train_on<B: TrainingBackend>(
                 vocab_size: prepared.tokenizer.vocab_size(),
                 train_tokens_available: prepared.train.len(),
                 validation_tokens_available: prepared.validation.len(),
+            }
+        }
+        Prepared::Shards(set) => {
+            if score_untrained {
+                untrained_val_loss = Some(evaluate(
+                    &model.valid(),
+                    &set.validation,
+                    config.seq_len,
+                    config.batch_size,
+                    config.eval_tokens,
+                    device,
+                )?);
+            }
+            let data = TrainData::Text { train: (&set.train).into(), validation: (&set.validation).into() };
+            let (outcome, _) = train_on_data(model, data, config, device, progress)?;
+            TrainRun {
+                outcome,
+                untrained_val_loss,
+                untrained_accuracy,
+                params,
+                device: describe::<B>(device),
+                tokenizer: set.tokenizer.name(),
+                vocab_size: set.tokenizer.vocab_size(),
+                train_tokens_available: set.train.len(),
+                validation_tokens_available: set.validation.len(),
             }
         }
         Prepared::Synthetic(tasks) => {

@@ -22,11 +22,13 @@ use crate::kernels::{Kernels, TrainingBackend};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 
+use crate::checkpoint::{Checkpointing, Resume};
+use crate::data::batches::TokenStream;
 use crate::data::synthetic::TaskScores;
 use crate::data::{Batch, BatchError, SyntheticTasks, TrainBatches, ValidationBatches};
 use crate::model::lm::HybridLm;
@@ -37,7 +39,11 @@ pub struct TrainConfig {
     /// Training tokens (inputs seen), the budget of the run.
     pub tokens: u64,
     pub seq_len: usize,
+    /// Sequences per optimiser step (the global batch).
     pub batch_size: usize,
+    /// Sequences per forward/backward pass; the step accumulates `batch_size / micro_batch`
+    /// passes. `None` is one pass of the whole batch.
+    pub micro_batch: Option<usize>,
     /// Peak learning rate (the paper: 5e-4 at scale; tiny models like more).
     pub lr: f64,
     /// Learning rate at the end of the cosine, as a fraction of the peak.
@@ -55,6 +61,9 @@ pub struct TrainConfig {
     /// Most validation tokens to score; the whole held-out stream when `None`. On synthetic
     /// tasks it sets the validation examples per task (see [`validation_examples`]).
     pub eval_tokens: Option<usize>,
+    /// Where and how often to save the run's state, so it can resume after being killed.
+    #[serde(skip)]
+    pub checkpoint: Option<Checkpointing>,
 }
 
 impl Default for TrainConfig {
@@ -63,6 +72,7 @@ impl Default for TrainConfig {
             tokens: 200_000,
             seq_len: 256,
             batch_size: 8,
+            micro_batch: None,
             lr: 2e-3,
             min_lr_ratio: 0.1,
             warmup_fraction: 0.05,
@@ -71,6 +81,7 @@ impl Default for TrainConfig {
             weight_norm: false,
             seed: 0,
             eval_tokens: Some(65_536),
+            checkpoint: None,
         }
     }
 }
@@ -86,6 +97,13 @@ pub enum TrainError {
     Validation(#[source] BatchError),
     #[error("{0}")]
     Config(String),
+    /// The data holds an id the model's vocabulary does not (a corrupt shard, or a shard set
+    /// made with another tokenizer).
+    #[error("training data: token id {id} at step {step} is outside the model's vocabulary of {vocab_size}")]
+    TokenOutOfRange { id: u32, step: u64, vocab_size: usize },
+    /// A checkpoint could not be written or restored.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
 }
 
 /// Progress after one step.
@@ -117,6 +135,12 @@ pub struct TrainReport {
     /// Synthetic tasks only: each task's mean validation loss over its scored targets.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_loss: Option<BTreeMap<String, f64>>,
+    /// The step a checkpoint restored the run to, when it resumed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_from_step: Option<u64>,
+    /// Every step's training loss, `(step, loss)`, across resumptions.
+    #[serde(skip)]
+    pub loss_curve: Vec<(u64, f64)>,
 }
 
 /// How a run ended.
@@ -157,14 +181,18 @@ impl Schedule {
     }
 }
 
+/// The optimiser every run uses: AdamW as burn implements it, over the language model.
+pub type LmOptimizer<B> = OptimizerAdaptor<AdamW, HybridLm<B>, B>;
+
 /// A training run in progress: the model, its optimiser and where it is.
 pub struct Trainer<'a, B: TrainingBackend> {
     pub model: HybridLm<B>,
-    optimizer: OptimizerAdaptor<AdamW, HybridLm<B>, B>,
+    pub(crate) optimizer: LmOptimizer<B>,
     batches: BatchSource<'a>,
     schedule: Schedule,
     config: TrainConfig,
-    step: u64,
+    pub(crate) step: u64,
+    vocab_size: usize,
     device: B::Device,
 }
 
@@ -197,7 +225,7 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
     /// Checks the budget and the data, and sets up the optimiser.
     pub fn new(
         model: HybridLm<B>,
-        train_tokens: &'a [u32],
+        train_tokens: impl Into<TokenStream<'a>>,
         config: TrainConfig,
         device: B::Device,
     ) -> Result<Self, TrainError> {
@@ -245,6 +273,7 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
             .with_weight_decay(weight_decay as f32)
             .init();
         let model = if config.weight_norm { model.normalize_weights() } else { model };
+        let vocab_size = model.vocab_size();
         Ok(Self {
             model,
             optimizer,
@@ -252,6 +281,7 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
             schedule: Schedule::new(&config, steps),
             config,
             step: 0,
+            vocab_size,
             device,
         })
     }
@@ -260,21 +290,36 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
         self.schedule.total_steps
     }
 
+    /// Optimiser steps taken so far.
+    pub fn steps_done(&self) -> u64 {
+        self.step
+    }
+
     pub fn is_done(&self) -> bool {
         self.step >= self.schedule.total_steps
     }
 
-    /// One optimiser step; returns the step's loss (before the update) and learning rate.
-    pub fn step(&mut self) -> (f64, f64) {
+    /// The device the run trains on.
+    pub fn device(&self) -> &B::Device {
+        &self.device
+    }
+
+    /// One optimiser step; returns the step's loss (before the update) and learning rate. A
+    /// non-finite loss is returned without updating the model; an id outside the vocabulary is
+    /// an error before anything is computed.
+    pub fn step(&mut self) -> Result<(f64, f64), TrainError> {
         let batch = self.batches.batch(self.step);
-        let lr = self.schedule.lr(self.step);
-        let loss = loss_of(&self.model, &batch, &self.device);
-        let loss_value = loss.clone().into_scalar().elem::<f64>();
-        self.step += 1;
-        if !loss_value.is_finite() {
-            return (loss_value, lr);
+        if let Some(&id) =
+            batch.inputs.iter().chain(&batch.targets).find(|&&id| id as usize >= self.vocab_size)
+        {
+            return Err(TrainError::TokenOutOfRange { id, step: self.step, vocab_size: self.vocab_size });
         }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        let lr = self.schedule.lr(self.step);
+        let (loss_value, grads) = self.gradients(&batch);
+        self.step += 1;
+        let Some(mut grads) = grads.filter(|_| loss_value.is_finite()) else {
+            return Ok((loss_value, lr));
+        };
         if let Some(max_norm) = self.config.grad_clip {
             clip_global_norm(&self.model, &mut grads, max_norm);
         }
@@ -288,7 +333,43 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
             model = model.normalize_weights();
         }
         self.model = model;
-        (loss_value, lr)
+        Ok((loss_value, lr))
+    }
+
+    /// The mean loss of `batch` over its scored targets and its gradients, computed in
+    /// micro-batches of `config.micro_batch` rows when set: each micro-batch's mean loss is
+    /// weighted by its share of the batch's scored targets before its backward pass and the
+    /// gradients are summed, so the result is the whole batch's gradient (up to float rounding)
+    /// while only one micro-batch's activations are alive at a time. `None` gradients when a
+    /// micro-batch's loss is not finite (the step is then skipped).
+    pub fn gradients(&self, batch: &Batch) -> (f64, Option<GradientsParams>) {
+        let micro = self.config.micro_batch.unwrap_or(batch.rows).clamp(1, batch.rows.max(1));
+        if micro >= batch.rows {
+            let loss = loss_of(&self.model, batch, &self.device);
+            let value = loss.clone().into_scalar().elem::<f64>();
+            let grads = value.is_finite().then(|| GradientsParams::from_grads(loss.backward(), &self.model));
+            return (value, grads);
+        }
+        let scored =
+            |b: &Batch| b.scored.as_ref().map_or(b.rows * b.seq_len, |s| s.iter().filter(|&&x| x).count());
+        let total = scored(batch).max(1) as f64;
+        let mut accumulator = GradientsAccumulator::<HybridLm<B>>::new();
+        let mut loss_sum = 0.0;
+        for start in (0..batch.rows).step_by(micro) {
+            let part = batch.rows(start..(start + micro).min(batch.rows));
+            let weight = scored(&part) as f64 / total;
+            if weight == 0.0 {
+                continue;
+            }
+            let loss = loss_of(&self.model, &part, &self.device).mul_scalar(weight);
+            let value = loss.clone().into_scalar().elem::<f64>();
+            if !value.is_finite() {
+                return (value, None);
+            }
+            loss_sum += value;
+            accumulator.accumulate(&self.model, GradientsParams::from_grads(loss.backward(), &self.model));
+        }
+        (loss_sum, Some(accumulator.grads()))
     }
 }
 
@@ -299,6 +380,9 @@ fn check(config: &TrainConfig) -> Result<(), TrainError> {
     }
     if config.batch_size == 0 {
         return bad("batch_size must be at least 1");
+    }
+    if config.micro_batch.is_some_and(|m| m == 0 || config.batch_size % m != 0) {
+        return bad("micro_batch must divide batch_size into equal micro-batches");
     }
     if !(config.lr.is_finite() && config.lr > 0.0) {
         return bad("lr must be a positive number");
@@ -472,9 +556,9 @@ fn clip_global_norm<B: TrainingBackend>(model: &HybridLm<B>, grads: &mut Gradien
 }
 
 /// Mean loss over consecutive windows of the validation stream.
-pub fn evaluate<B: Kernels>(
+pub fn evaluate<'a, B: Kernels>(
     model: &HybridLm<B>,
-    validation: &[u32],
+    validation: impl Into<TokenStream<'a>>,
     seq_len: usize,
     batch_size: usize,
     max_tokens: Option<usize>,
@@ -497,7 +581,7 @@ pub fn evaluate<B: Kernels>(
 #[derive(Clone, Copy, Debug)]
 pub enum TrainData<'a> {
     /// Token streams: random training windows, validation over consecutive windows.
-    Text { train: &'a [u32], validation: &'a [u32] },
+    Text { train: TokenStream<'a>, validation: TokenStream<'a> },
     /// Synthetic tasks: fresh training examples, per-task loss and accuracy on fixed ones.
     Synthetic(&'a SyntheticTasks),
 }
@@ -511,11 +595,26 @@ pub fn train<B: TrainingBackend>(
     device: &B::Device,
     progress: impl FnMut(Progress),
 ) -> Result<(Outcome, HybridLm<B>), TrainError> {
-    let data = TrainData::Text { train: train_tokens, validation: validation_tokens };
+    let data = TrainData::Text { train: train_tokens.into(), validation: validation_tokens.into() };
     train_on_data(model, data, config, device, progress)
 }
 
+/// Where a run stands, beyond its model and optimiser: what a checkpoint keeps besides them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct RunState {
+    /// Every step's loss so far.
+    pub curve: Vec<(u64, f64)>,
+    /// Seconds spent in optimiser steps so far, over every attempt.
+    pub train_seconds: f64,
+}
+
 /// Trains a model for the configured budget on `data` and scores it.
+///
+/// With `config.checkpoint`, the run first resumes from the newest usable checkpoint of the
+/// same job (model, optimiser, step and [`RunState`]; the batches follow from the step), saves
+/// one at the configured interval, and reports what it resumed from as a
+/// [`crate::checkpoint::CheckpointNote`]. The resumed run takes the same steps on the same
+/// batches as an uninterrupted one, so it ends with the same weights.
 pub fn train_on_data<B: TrainingBackend>(
     model: HybridLm<B>,
     data: TrainData<'_>,
@@ -532,31 +631,47 @@ pub fn train_on_data<B: TrainingBackend>(
         }
         TrainData::Synthetic(tasks) => Trainer::on_tasks(model, tasks, config.clone(), device.clone())?,
     };
+    let mut state = RunState::default();
+    let mut resumed_from_step = None;
+    let mut checkpoints = config.checkpoint.as_ref().map(|c| c.schedule());
+    if let Some(checkpointing) = &config.checkpoint
+        && let Some(Resume { step, state: saved }) = checkpointing.resume(&mut trainer)?
+    {
+        resumed_from_step = Some(step);
+        state = saved;
+    }
     let per_step = (config.batch_size * config.seq_len) as u64;
     let steps = trainer.total_steps();
     let tail = (steps / 10).max(1);
-    let mut tail_losses = Vec::with_capacity(tail as usize);
     let started = Instant::now();
+    let (first_step, seconds_before) = (trainer.steps_done(), state.train_seconds);
     while !trainer.is_done() {
-        let (loss, lr) = trainer.step();
+        let (loss, lr) = trainer.step()?;
         let step = trainer.step;
         if !loss.is_finite() {
             return Ok((Outcome::Diverged { step, loss }, trainer.model));
         }
-        if step > steps - tail {
-            tail_losses.push(loss);
-        }
+        state.curve.push((step, loss));
         let elapsed = started.elapsed().as_secs_f64();
+        state.train_seconds = seconds_before + elapsed;
         progress(Progress {
             step,
             steps,
             tokens: step * per_step,
             loss,
             lr,
-            tokens_per_s: (step * per_step) as f64 / elapsed.max(1e-9),
+            tokens_per_s: ((step - first_step) * per_step) as f64 / elapsed.max(1e-9),
         });
+        if let (Some(checkpointing), Some(due)) = (&config.checkpoint, checkpoints.as_mut())
+            && !trainer.is_done()
+            && due.is_due(step)
+        {
+            checkpointing.save(&trainer, &state)?;
+        }
     }
-    let train_seconds = started.elapsed().as_secs_f64();
+    let train_seconds = state.train_seconds;
+    let tail_losses: Vec<f64> =
+        state.curve.iter().filter(|(step, _)| *step > steps - tail).map(|(_, loss)| *loss).collect();
     let model = trainer.model;
     let valid = model.valid();
     let (val_loss, accuracy, task_loss) = match data {
@@ -581,6 +696,8 @@ pub fn train_on_data<B: TrainingBackend>(
         train_seconds,
         accuracy,
         task_loss,
+        resumed_from_step,
+        loss_curve: state.curve,
     };
     Ok((Outcome::Completed(report), model))
 }

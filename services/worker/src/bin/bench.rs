@@ -535,7 +535,7 @@ impl<'a, A: TrainingBackend> TimedTrainer<'a, A> {
 
     fn step(&mut self) {
         let start = Instant::now();
-        let (loss, _) = self.trainer.step();
+        let (loss, _) = self.trainer.step().expect("the bench's corpus is inside the vocabulary");
         // The step reads its loss back before the backward pass; waiting here makes the backward
         // pass and the update part of the step on backends that queue work.
         A::sync(&self.device).expect("the device finishes its work");

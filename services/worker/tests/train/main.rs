@@ -1,5 +1,6 @@
 //! Proxy training end to end on the CPU backend: real text and synthetic tasks, tiny models.
 
+mod resume;
 mod synthetic;
 
 use burn::module::AutodiffModule;
@@ -48,7 +49,7 @@ fn the_same_seed_gives_the_same_run() {
     let run = |seed: u64| {
         let model = HybridLm::<B>::init_seeded(&spec("tiny-hybrid"), seed, &device);
         let mut trainer = Trainer::new(model, text, TrainConfig { seed, ..config(3 * 512) }, device).unwrap();
-        (0..3).map(|_| trainer.step().0).collect::<Vec<f64>>()
+        (0..3).map(|_| trainer.step().unwrap().0).collect::<Vec<f64>>()
     };
     let a = run(7);
     assert_eq!(a, run(7));
@@ -103,7 +104,7 @@ fn weight_normalization_holds_after_every_step() {
     let cfg = TrainConfig { weight_norm: true, ..config(2 * 512) };
     let mut trainer = Trainer::new(model, &text, cfg, device).unwrap();
     for _ in 0..2 {
-        let (loss, _) = trainer.step();
+        let (loss, _) = trainer.step().unwrap();
         assert!(loss.is_finite());
         let model = &trainer.model;
         for layer in &model.layers {
