@@ -1460,6 +1460,21 @@ impl Store {
         Ok(true)
     }
 
+    /// Appends an event a worker reported (a resumption from a checkpoint, say) to a trial's
+    /// history.
+    pub async fn record_trial_event(
+        &self,
+        trial_id: i64,
+        now_ms: i64,
+        kind: &str,
+        payload: &Value,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        record_event(&mut tx, trial_id, now_ms, kind, payload).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Appends a progress event (a heartbeat's step, loss and throughput) to a trial's history.
     pub async fn record_progress(
         &self,

@@ -154,6 +154,17 @@ async fn heartbeat(
     PathParam(id): PathParam<i64>,
     JsonBody(req): JsonBody<Heartbeat>,
 ) -> Result<Json<HeartbeatAck>, ApiError> {
+    if req.notes.len() > api::MAX_TRIAL_NOTES {
+        return Err(ApiError::field(
+            "notes",
+            format!("at most {} notes per heartbeat, got {}", api::MAX_TRIAL_NOTES, req.notes.len()),
+        ));
+    }
+    for (i, note) in req.notes.iter().enumerate() {
+        if let Some(problem) = text_problem(&note.message, api::MAX_NOTE_CHARS, false) {
+            return Err(ApiError::field(format!("notes[{i}].message"), problem));
+        }
+    }
     let now = now_ms();
     let ttl_ms = state.config.lease_ttl.as_millis() as i64;
     let held = if impossible_token(&req.lease_token) {
@@ -168,6 +179,10 @@ async fn heartbeat(
     if let Some(p) = req.progress {
         let payload = serde_json::to_value(p).unwrap_or_default();
         state.store.record_progress(id, now, &payload).await?;
+    }
+    for note in &req.notes {
+        let payload = serde_json::json!({ "step": note.step, "message": note.message });
+        state.store.record_trial_event(id, now, note.kind.as_str(), &payload).await?;
     }
     Ok(Json(HeartbeatAck { lease_expires_at_ms: expires }))
 }

@@ -206,6 +206,8 @@ fn history_row(e: &TrialEventRow) -> HistoryRow {
     let text = |key: &str| e.payload.get(key).and_then(Value::as_str).map(str::to_owned);
     let detail = match e.kind.as_str() {
         "done" | "diverged" => e.payload.get("ppl").and_then(Value::as_f64).map(|p| format!("PPL {p:.3}")),
+        "resumed" => e.payload.get("step").and_then(Value::as_u64).map(|s| format!("resumed at step {s}")),
+        "checkpoint_skipped" | "checkpoint_failed" => text("message"),
         _ => text("error"),
     };
     HistoryRow {

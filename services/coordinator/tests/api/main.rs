@@ -35,6 +35,7 @@ on_both_backends! {
     requests::a_number_without_a_fraction_is_read_as_an_integer,
     protocol::a_worker_leases_trains_and_reports_through_the_api,
     protocol::a_stale_lease_token_is_refused_and_the_fresh_result_kept,
+    protocol::checkpoint_notes_from_heartbeats_join_the_trial_history,
     protocol::an_unregistered_worker_is_told_to_register,
     protocol::reads_can_be_protected,
     protocol::a_worker_uploads_a_latency_table_all_or_nothing,

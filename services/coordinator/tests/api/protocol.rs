@@ -82,6 +82,57 @@ pub async fn a_worker_leases_trains_and_reports_through_the_api(db: TestDb) {
     assert_eq!(events[2].payload["step"], 3);
 }
 
+pub async fn checkpoint_notes_from_heartbeats_join_the_trial_history(db: TestDb) {
+    let (router, _) = api(&db.store);
+    post(&router, "/api/v1/searches", ADMIN, &spec(aging(2, 1, 1))).await;
+    register(&router, "w1").await;
+    let grant = lease(&router, "w1").await.expect("a queued trial");
+    let trial = grant["trial_id"].as_i64().unwrap();
+    let path = format!("/api/v1/trials/{trial}/heartbeat");
+    let hb = json!({ "lease_token": grant["lease_token"], "notes": [
+        { "kind": "checkpoint_skipped", "message": "checkpoint step-000000000040.ckpt skipped: torn" },
+        { "kind": "resumed", "step": 20, "message": "resumed at step 20 from step-000000000020.ckpt" }
+    ] });
+    let (status, ack) = post(&router, &path, WORKER, &hb).await;
+    assert_eq!(status, StatusCode::OK, "{ack}");
+
+    // Too many notes, an unknown kind, a NUL in a message: refused, nothing recorded.
+    let many: Vec<Value> = (0..17).map(|_| json!({ "kind": "resumed", "step": 1, "message": "m" })).collect();
+    let bad = [
+        (json!({ "lease_token": grant["lease_token"], "notes": many }), "notes"),
+        (
+            json!({ "lease_token": grant["lease_token"], "notes": [{ "kind": "rm -rf", "message": "" }] }),
+            "notes[0].kind",
+        ),
+        (
+            json!({ "lease_token": grant["lease_token"], "notes": [{ "kind": "resumed", "message": "a\u{0}b" }] }),
+            "notes[0].message",
+        ),
+    ];
+    for (body, field) in bad {
+        let (status, err) = post(&router, &path, WORKER, &body).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {err}");
+        assert_eq!(err["fields"][0]["path"], field, "{err}");
+    }
+
+    let (status, _) = complete(&router, &grant, 9.5).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, detail) = get(&router, &format!("/api/v1/candidates/{}", grant["candidate_id"])).await;
+    let history: Vec<(&str, &Value)> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), &e["payload"]))
+        .collect();
+    let kinds: Vec<&str> = history.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["queued", "leased", "checkpoint_skipped", "resumed", "done"]);
+    assert_eq!(history[3].1["step"], 20);
+    assert!(history[2].1["message"].as_str().unwrap().ends_with("skipped: torn"));
+    let (status, page) = get(&router, &format!("/ui/candidates/{}", grant["candidate_id"])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.as_str().unwrap().contains("resumed at step 20"), "the candidate page shows the resume");
+}
+
 pub async fn a_stale_lease_token_is_refused_and_the_fresh_result_kept(db: TestDb) {
     let mut config = ApiConfig::new(ADMIN, WORKER);
     config.lease_ttl = Duration::from_millis(1);
