@@ -8,6 +8,8 @@
 //! dispatches, and turns errors into one clear message and a non-zero exit status (never a panic
 //! or a backtrace).
 
+mod cost;
+mod data;
 mod lut;
 mod run;
 mod scaling;
@@ -56,6 +58,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Measure one architecture's decode latency on this machine.
     DecodeBench(train::DecodeArgs),
+    /// Token shard sets for training at scale: prepare, verify, show.
+    #[command(subcommand)]
+    Data(data::DataCommand),
     /// Latency tables: profile, show, export, import, validate, depth-sweep.
     #[command(subcommand)]
     Lut(lut::LutCommand),
@@ -83,6 +88,7 @@ fn main() -> ExitCode {
         Command::Space(cmd) => space::run(cmd),
         Command::Train(args) => train::train(args),
         Command::DecodeBench(args) => train::decode_bench(args),
+        Command::Data(cmd) => data::run(cmd),
         Command::Lut(cmd) => lut::run(cmd),
         Command::ScalingLaw(cmd) => scaling::run(cmd),
     };

@@ -146,6 +146,9 @@ async fn run_async(args: RunArgs) -> Result<String> {
             device: args.device,
             cache_dir: Some(std::env::temp_dir().join("frontier-cache")),
             data_dir: None,
+            // Used when the spec sets `proxy.checkpoint_every`: a run interrupted and resumed
+            // (`--resume`) then continues its trials where they stopped.
+            checkpoint_dir: Some(std::env::temp_dir().join("frontier-checkpoints")),
             lease_wait: Duration::from_secs(2),
             max_backoff: Duration::from_secs(2),
         };

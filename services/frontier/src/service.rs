@@ -101,6 +101,11 @@ pub struct WorkerArgs {
     /// working directory), e.g. where a container mounts its data.
     #[arg(long, env = "FRONTIER_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where trials save checkpoints when their spec sets `proxy.checkpoint_every`: local disk,
+    /// or a shared file system so another worker resumes a trial this one did not finish.
+    /// Without it, trials are trained without checkpoints.
+    #[arg(long, env = "FRONTIER_CHECKPOINT_DIR")]
+    checkpoint_dir: Option<PathBuf>,
     /// Stop after this many completed trials (default: run until stopped).
     #[arg(long)]
     max_trials: Option<u64>,
@@ -129,6 +134,7 @@ pub fn worker(args: WorkerArgs) -> Result<String> {
         device: args.device,
         cache_dir: Some(args.cache_dir.unwrap_or_else(|| std::env::temp_dir().join("frontier-cache"))),
         data_dir: args.data_dir,
+        checkpoint_dir: args.checkpoint_dir,
         lease_wait: Duration::from_secs(20),
         max_backoff: Duration::from_secs(10),
     };
@@ -220,10 +226,34 @@ pub struct SubmitArgs {
     spec: PathBuf,
     #[command(flatten)]
     client: ClientArgs,
+    /// Validate the spec and print what its trials cost (parameters, FLOPs, memory per device,
+    /// device-hours) without submitting it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Measured training throughput per device, tokens/s, for --dry-run's device-hours.
+    #[arg(long, requires = "dry_run")]
+    tokens_per_s: Option<f64>,
+    /// Without --tokens-per-s: the device's peak dense TFLOP/s (default: an H100's bf16).
+    #[arg(long, default_value_t = 989.0, requires = "dry_run")]
+    peak_tflops: f64,
+    /// Without --tokens-per-s: the share of the peak training reaches.
+    #[arg(long, default_value_t = 0.4, requires = "dry_run")]
+    utilisation: f64,
 }
 
 pub fn submit(args: SubmitArgs) -> Result<String> {
     let spec = read_spec(&args.spec)?;
+    if args.dry_run {
+        let throughput = match args.tokens_per_s {
+            Some(t) if t.is_finite() && t > 0.0 => crate::cost::Throughput::Measured { tokens_per_s: t },
+            Some(t) => bail!("--tokens-per-s must be a positive number, got {t}"),
+            None if args.peak_tflops > 0.0 && args.utilisation > 0.0 && args.utilisation <= 1.0 => {
+                crate::cost::Throughput::Peak { tflops: args.peak_tflops, utilisation: args.utilisation }
+            }
+            None => bail!("--peak-tflops must be positive and --utilisation in (0, 1]"),
+        };
+        return crate::cost::report(&spec, throughput);
+    }
     let body = serde_json::to_value(&spec)?;
     let created = args.client.blocking()?.json(reqwest::Method::POST, "/api/v1/searches", Some(&body))?;
     Ok(format!(

@@ -58,7 +58,8 @@ impl ModelArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// Text file, directory of text files, or JSONL with a `text` field; or synthetic tasks:
+    /// Text file, directory of text files, or JSONL with a `text` field (any of them .gz or
+    /// .zst); `shards:DIR` for a shard set from `frontier data prepare`; or synthetic tasks:
     /// `synthetic:TASK[?KEY=VALUE&...][,TASK...]` with tasks in_context_recall, fuzzy_recall,
     /// noisy_recall, selective_copying, compression, memorization (scored by per-task accuracy).
     #[arg(long)]
@@ -68,15 +69,21 @@ pub struct TrainArgs {
     tokens: u64,
     #[arg(long, default_value_t = 256)]
     seq_len: usize,
+    /// Sequences per optimiser step.
     #[arg(long, default_value_t = 8)]
     batch: usize,
+    /// Sequences per forward/backward pass: the step accumulates the gradients of
+    /// `batch / micro-batch` passes (must divide --batch).
+    #[arg(long)]
+    micro_batch: Option<usize>,
     /// Peak learning rate.
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
     /// Weight normalisation after every step (weight decay off, as in the paper).
     #[arg(long)]
     weight_norm: bool,
-    /// `bytes` (default), `bpe:N` (train a BPE of N ids on the corpus) or a tokenizer.json path.
+    /// `bytes` (default), `bpe:N` (train a BPE of N ids on the corpus) or a tokenizer.json path
+    /// (`file:PATH` also reads). With `shards:DIR`, the set's own tokenizer (`bytes` or its file).
     #[arg(long, default_value = "bytes")]
     tokenizer: String,
     /// Share of the corpus held out for validation.
@@ -116,17 +123,8 @@ pub struct DecodeArgs {
 }
 
 fn tokenizer_spec(s: &str) -> Result<TokenizerSpec> {
-    Ok(match s {
-        "bytes" => TokenizerSpec::Bytes,
-        _ => match s.strip_prefix("bpe:") {
-            Some(n) => {
-                let vocab_size =
-                    n.parse().with_context(|| format!("--tokenizer bpe:N needs a number, got `{n}`"))?;
-                TokenizerSpec::TrainBpe { vocab_size }
-            }
-            None => TokenizerSpec::File(PathBuf::from(s)),
-        },
-    })
+    let choice = api::proxy::TokenizerChoice::from_cli(s).map_err(|e| anyhow::anyhow!("--tokenizer: {e}"))?;
+    Ok(TokenizerSpec::from_choice(choice, None))
 }
 
 /// A one-line progress display on stderr: redrawn in place on a terminal, every tenth of the
@@ -167,11 +165,13 @@ pub fn train(args: TrainArgs) -> Result<String> {
         tokenizer: tokenizer_spec(&args.tokenizer)?,
         validation_fraction: args.val_fraction,
         cache_dir: args.cache_dir.clone(),
+        max_vocab: None,
     };
     let config = TrainConfig {
         tokens: args.tokens,
         seq_len: args.seq_len,
         batch_size: args.batch,
+        micro_batch: args.micro_batch,
         lr: args.lr,
         weight_norm: args.weight_norm,
         seed: args.model.seed,
@@ -190,6 +190,8 @@ pub fn train(args: TrainArgs) -> Result<String> {
             "tokenizer": run.tokenizer,
             "untrained_val_loss": run.untrained_val_loss,
             "untrained_val_ppl": run.untrained_val_loss.map(f64::exp),
+            "train_tokens_available": run.train_tokens_available,
+            "peak_rss_bytes": peak_rss_bytes(),
         });
         if let (Some(line), Some(accuracy)) = (line.as_object_mut(), &run.untrained_accuracy) {
             line.insert("untrained_accuracy".into(), serde_json::to_value(accuracy)?);
@@ -220,6 +222,15 @@ pub fn train(args: TrainArgs) -> Result<String> {
         }
         Outcome::Diverged { step, loss } => bail!("training diverged at step {step} (loss {loss})"),
     }
+}
+
+/// The process's peak resident memory (Linux's `VmHWM`), for comparing data pipelines; `None`
+/// where the kernel does not say.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.trim_start_matches("VmHWM:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// `task 0.931, task 0.120` in task order.

@@ -592,3 +592,141 @@ async fn tokens_never_appear_in_logs() {
     }
     drop_database(&db).await;
 }
+
+/// A search on a shard set with a BPE tokenizer file, both in the workers' data folder, whose
+/// trials checkpoint every 25 steps. Its one candidate is the same for every search of this spec
+/// (the same seed draws the same sample), and so is its training seed.
+fn shards_spec(name: &str, tokens: u64) -> String {
+    let model = search_space::ModelSettings { vocab_size: 320, ..search_space::presets::tiny_settings() };
+    let spec = json!({
+        "name": name,
+        "seed": 5,
+        "max_attempts": 3,
+        "model": model,
+        "space": {
+            "mixers": ["attention", "mamba2", "deltanet"], "ratios": ["1:1"], "ffns_per_mixer": [1],
+            "stages": 1, "min_blocks_per_stage": 1, "max_blocks_per_stage": 1, "max_operators": 4,
+            "hidden_sizes": [64]
+        },
+        "target": { "setting": "batch=1,prompt=16,gen=32" },
+        "proxy": {
+            "tokens": tokens, "seq_len": 32, "batch_size": 4, "micro_batch": 2, "lr": 3e-3,
+            "corpus": "shards:shake", "tokenizer": "file:shake/tokenizer.json", "eval_tokens": 1024,
+            "checkpoint_every": "25 steps"
+        },
+        "algorithm": { "kind": "random", "candidates": 1, "batch": 1 }
+    });
+    spec.to_string()
+}
+
+/// The finished candidate of a one-candidate search: its id and validation loss.
+async fn only_candidate(pool: &AnyPool, search_id: i64) -> (i64, f64) {
+    sqlx::query_as("SELECT id, val_loss FROM candidates WHERE search_id = $1 AND status = 'done'")
+        .bind(search_id)
+        .fetch_one(pool)
+        .await
+        .expect("the search's one finished candidate")
+}
+
+fn checkpoint_files(root: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(trials) = std::fs::read_dir(root) else { return Vec::new() };
+    trials
+        .filter_map(|t| std::fs::read_dir(t.ok()?.path()).ok())
+        .flatten()
+        .filter_map(|f| Some(f.ok()?.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "ckpt"))
+        .collect()
+}
+
+/// Preemption at scale: a worker is killed with SIGKILL after its trial saved a checkpoint, and
+/// another worker resumes the trial from that checkpoint instead of step 0. Its result equals an
+/// uninterrupted run of the same job (same candidate, same seed), the history shows the resume,
+/// and the finished trial leaves no checkpoint behind. The data is a shard set made by
+/// `frontier data prepare` with a BPE `tokenizer.json`, named in the spec as `shards:` and
+/// `file:`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_s_trial_resumes_from_its_checkpoint_with_the_uninterrupted_result() {
+    let Some(db) =
+        fresh_database("a_killed_worker_s_trial_resumes_from_its_checkpoint_with_the_uninterrupted_result")
+            .await
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let checkpoints = dir.path().join("checkpoints");
+    std::fs::create_dir_all(&data).expect("data folder");
+    let prepared = support::frontier()
+        .args(["data", "prepare", "--tokenizer", "bpe:320", "--shard-tokens", "100000", "--corpus"])
+        .arg(corpus())
+        .arg("--out")
+        .arg(data.join("shake"))
+        .output()
+        .expect("run frontier data prepare");
+    assert!(prepared.status.success(), "{}", String::from_utf8_lossy(&prepared.stderr));
+    assert!(String::from_utf8_lossy(&prepared.stdout).contains("bpe-320"));
+
+    let (_coordinator, port) = coordinator(&db, &Serve { lease_ttl_s: 3, ..Serve::default() }).await;
+    let opts = WorkerOpts {
+        data_dir: Some(data.clone()),
+        checkpoint_dir: Some(checkpoints.clone()),
+        ..WorkerOpts::default()
+    };
+    // 400 steps: long enough that the worker is still training after its first checkpoints.
+    let tokens = 400 * 4 * 32;
+    let killed = submit(port, &write_json_spec(dir.path(), "preempted", &shards_spec("preempted", tokens)));
+    let doomed = worker_with(port, "doomed", &dir.path().join("cache"), &opts);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while checkpoint_files(&checkpoints).is_empty() {
+        assert!(Instant::now() < deadline, "timed out waiting for the first checkpoint");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    doomed.kill();
+    let saved: Vec<u64> = checkpoint_files(&checkpoints)
+        .iter()
+        .filter_map(|p| p.file_stem()?.to_str()?.strip_prefix("step-")?.parse().ok())
+        .collect();
+    assert!(!saved.is_empty() && saved.iter().all(|s| s % 25 == 0), "{saved:?}");
+
+    let rescuer = worker_with(port, "rescuer", &dir.path().join("cache"), &opts);
+    let s = finished(port, killed, Duration::from_secs(600)).await;
+    assert_eq!(s["status"], "completed", "{s}");
+    assert!(checkpoint_files(&checkpoints).is_empty(), "a finished trial leaves no checkpoint");
+
+    // The same job uninterrupted: another search with the same spec trains the same candidate
+    // with the same seed.
+    let reference =
+        submit(port, &write_json_spec(dir.path(), "reference", &shards_spec("reference", tokens)));
+    let s = finished(port, reference, Duration::from_secs(600)).await;
+    assert_eq!(s["status"], "completed", "{s}");
+    drop(rescuer);
+
+    let pool = connect(&db).await;
+    let (candidate, resumed_loss) = only_candidate(&pool, killed).await;
+    let (_, reference_loss) = only_candidate(&pool, reference).await;
+    pool.close().await;
+    assert!(
+        (resumed_loss - reference_loss).abs() < 1e-5,
+        "resumed {resumed_loss} vs uninterrupted {reference_loss}"
+    );
+    let detail = candidate_detail(port, candidate).await;
+    let history: Vec<(&str, Option<u64>)> = detail["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap_or_default(), e["payload"]["step"].as_u64()))
+        .collect();
+    let resumed: Vec<u64> = history.iter().filter(|(k, _)| *k == "resumed").filter_map(|(_, s)| *s).collect();
+    assert_eq!(resumed.len(), 1, "{history:?}");
+    assert_eq!(Some(&resumed[0]), saved.iter().max(), "the newest checkpoint is the one resumed");
+    let kinds: Vec<&str> = history.iter().map(|(k, _)| *k).collect();
+    assert_eq!(kinds, ["queued", "leased", "requeued", "leased", "resumed", "done"], "{history:?}");
+    drop(_coordinator);
+    drop_database(&db).await;
+}
+
+fn write_json_spec(dir: &Path, name: &str, spec: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.json"));
+    std::fs::write(&path, spec).expect("write the spec");
+    path
+}

@@ -134,6 +134,7 @@ pub fn serve(database_url: &str, port: u16) -> Proc {
 #[derive(Debug, Clone, Default)]
 pub struct WorkerOpts {
     pub data_dir: Option<PathBuf>,
+    pub checkpoint_dir: Option<PathBuf>,
     pub log_filter: Option<String>,
     pub log: Option<PathBuf>,
 }
@@ -148,6 +149,9 @@ pub fn worker_with(port: u16, id: &str, cache: &Path, how: &WorkerOpts) -> Proc 
         .stderr(stderr_to(how.log.as_deref()));
     if let Some(dir) = &how.data_dir {
         cmd.arg("--data-dir").arg(dir);
+    }
+    if let Some(dir) = &how.checkpoint_dir {
+        cmd.arg("--checkpoint-dir").arg(dir);
     }
     if let Some(filter) = &how.log_filter {
         cmd.env("RUST_LOG", filter);
