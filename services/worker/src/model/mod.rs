@@ -20,6 +20,7 @@ pub mod gated_deltanet;
 pub mod lm;
 pub mod mamba2;
 pub mod norm;
+pub mod param_groups;
 pub mod ssd;
 pub mod weight_norm;
 
