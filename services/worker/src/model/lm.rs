@@ -101,9 +101,11 @@ impl<B: Kernels> HybridLm<B> {
             .iter()
             .map(|layer| {
                 let op = match layer {
-                    LayerSpec::Attention(a) => {
-                        Operator::Attention(AttentionConfig::from_spec(a, hidden).init(device))
-                    }
+                    LayerSpec::Attention(a) => Operator::Attention(
+                        AttentionConfig::from_spec(a, hidden)
+                            .with_meta_tokens(spec.meta_tokens as usize)
+                            .init(device),
+                    ),
                     LayerSpec::Mamba2(m) => Operator::Mamba2(Mamba2Config::from_spec(m, hidden).init(device)),
                     LayerSpec::DeltaNet(d) => {
                         Operator::DeltaNet(DeltaNetConfig::from_spec(d, hidden).init(device))
@@ -338,6 +340,22 @@ mod tests {
             ["GD", "F", "A", "F"].iter().map(|c| c.parse().unwrap()).collect(),
         );
         check_decode_matches_forward(&gated.expand().unwrap(), 3);
+    }
+
+    #[test]
+    fn with_a_sliding_window_decoding_keeps_the_meta_tokens_in_view_as_the_forward_does() {
+        // 4 meta tokens, a window of 3 and 12 tokens: the window slides far past the meta tokens
+        // in the prefill and in the steps.
+        let mut settings = tiny_settings();
+        settings.attention.sliding_window = Some(3);
+        assert_eq!(settings.meta_tokens, 4);
+        let layers = ["A", "F", "M2", "F", "A", "F"].iter().map(|c| c.parse().unwrap()).collect();
+        let spec = Architecture::from_layers(settings, layers).expand().unwrap();
+        check_decode_matches_forward(&spec, 5);
+        check_decode_matches_forward(&spec, 1);
+        let model = HybridLm::<B>::init(&spec, &Default::default());
+        let Operator::Attention(a) = &model.layers[0].op else { panic!("layer 0 is attention") };
+        assert_eq!((a.sliding_window, a.meta_tokens), (Some(3), 4));
     }
 
     #[test]
