@@ -243,6 +243,7 @@ impl<B: TrainingBackend> HybridLm<B> {
                         d.q_proj = normalize_linear(d.q_proj, Reads);
                         d.k_proj = normalize_linear(d.k_proj, Reads);
                         d.v_proj = normalize_linear(d.v_proj, Reads);
+                        d.b_proj = normalize_linear(d.b_proj, Reads);
                         d.o_proj = normalize_linear(d.o_proj, Writes);
                         Operator::DeltaNet(d)
                     }
@@ -250,6 +251,9 @@ impl<B: TrainingBackend> HybridLm<B> {
                         d.q_proj = normalize_linear(d.q_proj, Reads);
                         d.k_proj = normalize_linear(d.k_proj, Reads);
                         d.v_proj = normalize_linear(d.v_proj, Reads);
+                        d.a_proj = normalize_linear(d.a_proj, Reads);
+                        d.b_proj = normalize_linear(d.b_proj, Reads);
+                        d.g_proj = normalize_linear(d.g_proj, Reads);
                         d.o_proj = normalize_linear(d.o_proj, Writes);
                         Operator::GatedDeltaNet(d)
                     }
@@ -359,51 +363,87 @@ mod tests {
     }
 
     #[test]
-    fn weight_normalization_leaves_every_affected_vector_at_unit_norm() {
+    fn weight_normalization_puts_every_projection_of_the_residual_stream_on_the_unit_sphere() {
         use crate::model::weight_norm::{Side, vector_norms};
+        use burn::nn::Linear;
+        use std::collections::BTreeSet;
+        type A = crate::backend::CpuAutodiff;
+
+        /// Every `Linear` weight inside the layers, with its path (`op.GatedDeltaNet.a_proj`).
+        struct Projections {
+            path: Vec<String>,
+            owners: Vec<String>,
+            found: Vec<(String, Tensor<B, 2>)>,
+        }
+        impl ModuleVisitor<A> for Projections {
+            fn enter_module(&mut self, name: &str, container_type: &str) {
+                self.path.push(name.to_owned());
+                self.owners.push(container_type.to_owned());
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.pop();
+                self.owners.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<A, D>>) {
+                let in_layers = self.path.first().is_some_and(|p| p == "layers");
+                if in_layers && self.owners.last().is_some_and(|o| o == "Struct:Linear") {
+                    let [d_in, d_out] = [param.dims()[0], param.dims()[1]];
+                    let name = self.path[2..self.path.len() - 1].join(".");
+                    self.found.push((name, param.val().inner().reshape([d_in, d_out])));
+                }
+            }
+        }
+
         let device = Default::default();
         let mut settings = tiny_settings();
         settings.meta_tokens = 0;
         let layers = ["A", "F", "M2", "F", "D", "F", "GD", "F"].iter().map(|c| c.parse().unwrap()).collect();
         let spec = Architecture::from_layers(settings, layers).expand().unwrap();
-        let model = HybridLm::<crate::backend::CpuAutodiff>::init(&spec, &device).normalize_weights();
-        let unit = |norms: Vec<f32>, what: &str| {
-            assert!(!norms.is_empty());
+        let hidden = spec.hidden_size as usize;
+        let model = HybridLm::<A>::init(&spec, &device).normalize_weights();
+        let mut walk = Projections { path: vec![], owners: vec![], found: vec![] };
+        model.visit(&mut walk);
+        // Output projections write to the residual stream; every other projection in a layer
+        // reads it (their input is the normed residual stream).
+        let writes = ["o_proj", "down_proj", "out_proj"];
+        let mut seen = BTreeSet::new();
+        for (name, weight) in walk.found {
+            let [d_in, d_out] = weight.dims();
+            let side = if writes.iter().any(|w| name.ends_with(w)) { Side::Writes } else { Side::Reads };
+            match side {
+                Side::Reads => assert_eq!(d_in, hidden, "{name} reads the residual stream"),
+                Side::Writes => assert_eq!(d_out, hidden, "{name} writes to the residual stream"),
+            }
+            let norms = vector_norms(&Linear { weight: Param::from_tensor(weight), bias: None }, side);
+            assert_eq!(norms.len(), if side == Side::Reads { d_out } else { d_in });
             for n in norms {
-                assert!((n - 1.0).abs() < 1e-5, "{what}: norm {n}");
+                assert!((n - 1.0).abs() < 1e-5, "{name}: norm {n}");
             }
-        };
-        for layer in &model.layers {
-            match &layer.op {
-                Operator::Attention(a) => {
-                    unit(vector_norms(&a.q_proj, Side::Reads), "q");
-                    unit(vector_norms(&a.k_proj, Side::Reads), "k");
-                    unit(vector_norms(&a.v_proj, Side::Reads), "v");
-                    unit(vector_norms(&a.o_proj, Side::Writes), "o");
-                }
-                Operator::Mamba2(m) => {
-                    unit(vector_norms(&m.in_proj, Side::Reads), "in_proj");
-                    unit(vector_norms(&m.out_proj, Side::Writes), "out_proj");
-                }
-                Operator::DeltaNet(d) => {
-                    unit(vector_norms(&d.q_proj, Side::Reads), "q");
-                    unit(vector_norms(&d.o_proj, Side::Writes), "o");
-                }
-                Operator::GatedDeltaNet(d) => {
-                    unit(vector_norms(&d.v_proj, Side::Reads), "v");
-                    unit(vector_norms(&d.o_proj, Side::Writes), "o");
-                }
-                Operator::Ffn(f) => {
-                    unit(vector_norms(&f.gate_proj, Side::Reads), "gate");
-                    unit(vector_norms(&f.up_proj, Side::Reads), "up");
-                    unit(vector_norms(&f.down_proj, Side::Writes), "down");
-                }
-            }
+            seen.insert(name);
         }
-        // The hidden-sized vectors: q reads `hidden` inputs per output unit.
-        if let Operator::Attention(a) = &model.layers[0].op {
-            assert_eq!(vector_norms(&a.q_proj, Side::Reads).len(), a.num_heads * a.head_dim);
-            assert_eq!(vector_norms(&a.o_proj, Side::Writes).len(), a.num_heads * a.head_dim);
-        }
+        let want = [
+            "op.Attention.q_proj",
+            "op.Attention.k_proj",
+            "op.Attention.v_proj",
+            "op.Attention.o_proj",
+            "op.Mamba2.in_proj",
+            "op.Mamba2.out_proj",
+            "op.DeltaNet.q_proj",
+            "op.DeltaNet.k_proj",
+            "op.DeltaNet.v_proj",
+            "op.DeltaNet.b_proj",
+            "op.DeltaNet.o_proj",
+            "op.GatedDeltaNet.q_proj",
+            "op.GatedDeltaNet.k_proj",
+            "op.GatedDeltaNet.v_proj",
+            "op.GatedDeltaNet.a_proj",
+            "op.GatedDeltaNet.b_proj",
+            "op.GatedDeltaNet.g_proj",
+            "op.GatedDeltaNet.o_proj",
+            "op.Ffn.gate_proj",
+            "op.Ffn.up_proj",
+            "op.Ffn.down_proj",
+        ];
+        assert_eq!(seen, want.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
     }
 }
