@@ -35,11 +35,13 @@
 //! `M + w`, not the context.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use search_space::ops::AttentionSpec;
+
+use super::init::linear;
 
 /// Configuration of an [`Attention`] layer.
 #[derive(Config, Debug)]
@@ -62,6 +64,13 @@ pub struct AttentionConfig {
     /// RoPE base θ.
     #[config(default = 10000.0)]
     pub rope_theta: f64,
+    /// Deviation of the normal initial weights of the projections that read the input.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+    /// Deviation of the normal initial weights of the output projection, which writes to the
+    /// residual stream; the model scales it by depth ([`super::init::residual_output_std`]).
+    #[config(default = 0.02)]
+    pub output_init_std: f64,
 }
 
 /// Grouped-query causal self-attention with RoPE and no biases.
@@ -117,8 +126,7 @@ impl AttentionConfig {
         .with_rope_theta(spec.rope_theta)
     }
 
-    /// Builds the layer. Projections are initialised like PyTorch's `nn.Linear` (uniform in
-    /// ±1/√fan_in), burn's `Linear` default.
+    /// Builds the layer, projections normal as in [`super::init`].
     ///
     /// # Panics
     /// If `num_kv_heads` does not divide `num_heads`, `head_dim` is odd, or the window is 0.
@@ -137,12 +145,12 @@ impl AttentionConfig {
         assert!(self.sliding_window != Some(0), "a sliding window must keep at least one key");
         let q_width = self.num_heads * self.head_dim;
         let kv_width = self.num_kv_heads * self.head_dim;
-        let linear = |d_in, d_out| LinearConfig::new(d_in, d_out).with_bias(false).init(device);
+        let reads = |d_in, d_out| linear(d_in, d_out, self.init_std, device);
         Attention {
-            q_proj: linear(self.hidden, q_width),
-            k_proj: linear(self.hidden, kv_width),
-            v_proj: linear(self.hidden, kv_width),
-            o_proj: linear(q_width, self.hidden),
+            q_proj: reads(self.hidden, q_width),
+            k_proj: reads(self.hidden, kv_width),
+            v_proj: reads(self.hidden, kv_width),
+            o_proj: linear(q_width, self.hidden, self.output_init_std, device),
             num_heads: self.num_heads,
             num_kv_heads: self.num_kv_heads,
             head_dim: self.head_dim,

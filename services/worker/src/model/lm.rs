@@ -22,6 +22,7 @@ use super::deltanet::{DeltaNet, DeltaNetConfig, DeltaNetState};
 use super::embedding::{TokenEmbedding, TokenEmbeddingConfig};
 use super::ffn::{Ffn, FfnConfig};
 use super::gated_deltanet::{GatedDeltaNet, GatedDeltaNetConfig};
+use super::init::residual_output_std;
 use super::mamba2::{Mamba2, Mamba2Config, Mamba2State};
 use super::weight_norm::{Side, normalize_linear};
 
@@ -93,9 +94,11 @@ impl<B: Kernels> HybridLm<B> {
         model
     }
 
-    /// Builds the model of a (valid) spec with freshly initialised weights.
+    /// Builds the model of a (valid) spec with freshly initialised weights: normal with
+    /// deviation 0.02, the output projections scaled down by depth (see [`super::init`]).
     pub fn init(spec: &ModelSpec, device: &B::Device) -> Self {
         let hidden = spec.hidden_size as usize;
+        let out_std = residual_output_std(spec.layers.len());
         let layers = spec
             .layers
             .iter()
@@ -104,16 +107,21 @@ impl<B: Kernels> HybridLm<B> {
                     LayerSpec::Attention(a) => Operator::Attention(
                         AttentionConfig::from_spec(a, hidden)
                             .with_meta_tokens(spec.meta_tokens as usize)
+                            .with_output_init_std(out_std)
                             .init(device),
                     ),
-                    LayerSpec::Mamba2(m) => Operator::Mamba2(Mamba2Config::from_spec(m, hidden).init(device)),
-                    LayerSpec::DeltaNet(d) => {
-                        Operator::DeltaNet(DeltaNetConfig::from_spec(d, hidden).init(device))
-                    }
-                    LayerSpec::GatedDeltaNet(d) => {
-                        Operator::GatedDeltaNet(GatedDeltaNetConfig::from_spec(d, hidden).init(device))
-                    }
-                    LayerSpec::Ffn(f) => Operator::Ffn(FfnConfig::from_spec(f, hidden).init(device)),
+                    LayerSpec::Mamba2(m) => Operator::Mamba2(
+                        Mamba2Config::from_spec(m, hidden).with_output_init_std(out_std).init(device),
+                    ),
+                    LayerSpec::DeltaNet(d) => Operator::DeltaNet(
+                        DeltaNetConfig::from_spec(d, hidden).with_output_init_std(out_std).init(device),
+                    ),
+                    LayerSpec::GatedDeltaNet(d) => Operator::GatedDeltaNet(
+                        GatedDeltaNetConfig::from_spec(d, hidden).with_output_init_std(out_std).init(device),
+                    ),
+                    LayerSpec::Ffn(f) => Operator::Ffn(
+                        FfnConfig::from_spec(f, hidden).with_output_init_std(out_std).init(device),
+                    ),
                 };
                 SubLayer { norm: RmsNormConfig::new(hidden).with_epsilon(NORM_EPSILON).init(device), op }
             })
@@ -360,6 +368,80 @@ mod tests {
         let model = HybridLm::<B>::init(&spec, &Default::default());
         let Operator::Attention(a) = &model.layers[0].op else { panic!("layer 0 is attention") };
         assert_eq!((a.sliding_window, a.meta_tokens), (Some(3), 4));
+    }
+
+    /// Every float parameter of `model` by path (`layers.3.op.Ffn.up_proj.weight`).
+    fn parameters(model: &HybridLm<B>) -> Vec<(String, Vec<f32>)> {
+        struct Collect {
+            path: Vec<String>,
+            found: Vec<(String, Vec<f32>)>,
+        }
+        impl ModuleVisitor<B> for Collect {
+            fn enter_module(&mut self, name: &str, _container_type: &str) {
+                self.path.push(name.to_owned());
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let values = param.val().into_data().to_vec::<f32>().unwrap();
+                self.found.push((self.path.join("."), values));
+            }
+        }
+        let mut collect = Collect { path: vec![], found: vec![] };
+        model.visit(&mut collect);
+        collect.found
+    }
+
+    /// Mean and standard deviation.
+    fn moments(values: &[f32]) -> (f64, f64) {
+        let n = values.len() as f64;
+        let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    }
+
+    #[test]
+    fn initial_weights_are_normal_0_02_with_the_output_projections_scaled_by_depth() {
+        let mut settings = tiny_settings();
+        settings.hidden_size = 256;
+        settings.tied_embeddings = false;
+        let layers = ["A", "F", "M2", "F", "D", "F", "GD", "F"].iter().map(|c| c.parse().unwrap()).collect();
+        let spec = Architecture::from_layers(settings, layers).expand().unwrap();
+        let model = HybridLm::<B>::init_seeded(&spec, 11, &Default::default());
+        // 8 residual sub-layers: outputs start at 0.02 / √8.
+        let out_std = 0.02 / 8f64.sqrt();
+        let (mut reads, mut writes, mut filters) = (vec![], vec![], vec![]);
+        let within = |got: f64, want: f64, tolerance: f64, what: &str| {
+            assert!((got / want - 1.0).abs() <= tolerance, "{what}: std {got}, want {want}");
+        };
+        let mut checked = 0;
+        for (path, values) in parameters(&model) {
+            let (mean, std) = moments(&values);
+            let writes_residual = ["o_proj", "down_proj", "out_proj"].iter().any(|w| path.contains(w));
+            let want = if writes_residual { out_std } else { 0.02 };
+            if path.ends_with("proj.weight") || path.contains("head") || path.contains("embedding") {
+                assert!(mean.abs() < 0.1 * want, "{path}: mean {mean}");
+                // A large matrix alone is a precise estimate: within 5 %.
+                if values.len() >= 16_384 {
+                    within(std, want, 0.05, &path);
+                    checked += 1;
+                }
+                if writes_residual {
+                    writes.extend(values)
+                } else if path.contains("_proj") {
+                    reads.extend(values)
+                }
+            } else if path.ends_with("conv.weight") {
+                filters.extend(values);
+            } else if path.ends_with("conv.bias") {
+                assert!(values.iter().all(|&v| v == 0.0), "{path} starts at zero");
+            }
+        }
+        assert!(checked >= 15, "only {checked} large matrices checked");
+        within(moments(&reads).1, 0.02, 0.02, "every projection that reads the residual stream");
+        within(moments(&writes).1, out_std, 0.02, "every output projection");
+        within(moments(&filters).1, 0.02, 0.05, "the short convolutions' filters");
     }
 
     #[test]

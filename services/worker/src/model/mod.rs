@@ -17,6 +17,7 @@ pub mod deltanet;
 pub mod embedding;
 pub mod ffn;
 pub mod gated_deltanet;
+pub mod init;
 pub mod lm;
 pub mod mamba2;
 pub mod norm;

@@ -109,8 +109,13 @@ fn reference(attn: &Attention<B>, x: &Tensor<B, 3>) -> Vec<f32> {
 
 fn gqa_config(window: Option<usize>) -> AttentionConfig {
     // 4 query heads over 2 key/value heads; θ small enough that every frequency turns visibly
-    // over a dozen positions, so a wrong position would show.
-    AttentionConfig::new(16, 4, 2, 6).with_sliding_window(window).with_rope_theta(100.0)
+    // over a dozen positions, so a wrong position would show; projections wider than the
+    // model's initialisation (0.02), so that the scores, and with them the softmax, vary.
+    AttentionConfig::new(16, 4, 2, 6)
+        .with_sliding_window(window)
+        .with_rope_theta(100.0)
+        .with_init_std(0.2)
+        .with_output_init_std(0.2)
 }
 
 #[test]
