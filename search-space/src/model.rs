@@ -410,12 +410,12 @@ impl ModelSpec {
     }
 
     /// Memory held while decoding `batch` sequences of `context` tokens each. Meta tokens sit in
-    /// front of every sequence, so attention caches them too.
+    /// front of every sequence, so attention caches them too, sliding-window attention included
+    /// (`window + meta_tokens` entries).
     pub fn decode_memory(&self, batch: u64, context: u64, dtype: Dtype) -> DecodeMemory {
         let mut state = DecodeState::default();
-        let context = context.saturating_add(u64::from(self.meta_tokens));
         for l in &self.layers {
-            state += l.decode_state(context);
+            state += l.decode_state(u64::from(self.meta_tokens), context);
         }
         // Saturating, as the parameter count: a huge batch or context must not overflow.
         let b = batch.saturating_mul(dtype.bytes());

@@ -162,7 +162,8 @@ pub struct AttentionSpec {
     pub num_heads: u32,
     pub num_kv_heads: u32,
     pub head_dim: u32,
-    /// Keys/values kept per sequence; `None` is full attention (the cache grows with context).
+    /// Recent keys/values kept per sequence, besides the model's meta tokens, which every query
+    /// sees; `None` is full attention (the cache grows with context).
     pub sliding_window: Option<u32>,
     pub rope_theta: f64,
 }
@@ -282,11 +283,14 @@ impl LayerSpec {
         }
     }
 
-    /// Per-sequence decoding state, in elements, after `context` tokens.
-    pub fn decode_state(&self, context: u64) -> DecodeState {
+    /// Per-sequence decoding state, in elements, after the model's `meta_tokens` and `context`
+    /// tokens. A sliding window caches the meta tokens too: every query sees them, however far
+    /// the window has slid past.
+    pub fn decode_state(&self, meta_tokens: u64, context: u64) -> DecodeState {
         match self {
             LayerSpec::Attention(a) => {
-                let kept = a.sliding_window.map_or(context, |w| context.min(u64::from(w)));
+                let recent = a.sliding_window.map_or(context, |w| context.min(u64::from(w)));
+                let kept = meta_tokens.saturating_add(recent);
                 DecodeState {
                     kv_cache: (2 * u64::from(a.num_kv_heads) * u64::from(a.head_dim)).saturating_mul(kept),
                     ..Default::default()

@@ -100,9 +100,25 @@ fn full_attention_cache_grows_with_context_and_sliding_window_caps_it() {
 
     arch.model.attention.sliding_window = Some(512);
     let windowed = arch.expand().unwrap();
+    // The window's 512 recent entries and the 256 meta tokens, which stay visible to every query.
     let mem = windowed.decode_memory(1, 8192, Dtype::Bf16);
-    assert_eq!(mem.kv_cache_bytes, per_token * 512);
-    assert_eq!(windowed.decode_memory(4, 8192, Dtype::F32).kv_cache_bytes, per_token * 512 * 4 * 2);
+    assert_eq!(mem.kv_cache_bytes, per_token * (512 + meta));
+    assert_eq!(windowed.decode_memory(4, 8192, Dtype::F32).kv_cache_bytes, per_token * (512 + meta) * 4 * 2);
+    // Before the window fills, everything seen so far.
+    assert_eq!(windowed.decode_memory(1, 100, Dtype::Bf16).kv_cache_bytes, per_token * (100 + meta));
+}
+
+#[test]
+fn a_sliding_window_caches_the_meta_tokens_besides_the_window() {
+    let mut arch = crate::helpers::arch("transformer-1b");
+    arch.model.attention.sliding_window = Some(512);
+    let per_token = 12 * 2 * 4 * 128 * 2;
+    for meta in [0u32, 1, 256] {
+        arch.model.meta_tokens = meta;
+        let spec = arch.expand().unwrap();
+        let kv = spec.decode_memory(1, 65_536, Dtype::Bf16).kv_cache_bytes;
+        assert_eq!(kv, per_token * (512 + u64::from(meta)), "{meta} meta tokens");
+    }
 }
 
 #[test]

@@ -254,7 +254,7 @@ fn show(args: ShowArgs) -> Result<String> {
     writeln!(out, "{:>4}  {:<4} {:>12}  {:>12}", "#", "op", "params", "state/seq")?;
     for (i, layer) in spec.layers.iter().enumerate() {
         let state =
-            layer.decode_state(args.context + u64::from(spec.meta_tokens)).total() * args.dtype.bytes();
+            layer.decode_state(u64::from(spec.meta_tokens), args.context).total() * args.dtype.bytes();
         writeln!(
             out,
             "{i:>4}  {:<4} {:>12}  {:>12}",

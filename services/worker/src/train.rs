@@ -22,7 +22,7 @@ use crate::kernels::{Kernels, TrainingBackend};
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams, Optimizer};
+use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::Serialize;
@@ -32,6 +32,7 @@ use crate::data::batches::TokenStream;
 use crate::data::synthetic::TaskScores;
 use crate::data::{Batch, BatchError, SyntheticTasks, TrainBatches, ValidationBatches};
 use crate::model::lm::HybridLm;
+use crate::model::param_groups;
 
 /// How to train.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -50,7 +51,8 @@ pub struct TrainConfig {
     pub min_lr_ratio: f64,
     /// Share of the steps spent warming up linearly from zero.
     pub warmup_fraction: f64,
-    /// AdamW weight decay; ignored (zero) with weight normalisation.
+    /// AdamW weight decay, on the weight matrices only ([`param_groups`]); ignored (zero) with
+    /// weight normalisation.
     pub weight_decay: f64,
     /// Clip the global gradient norm to this; `None` leaves gradients alone.
     pub grad_clip: Option<f64>,
@@ -264,13 +266,13 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
                 seq_len: config.seq_len,
             });
         }
-        let weight_decay = if config.weight_norm { 0.0 } else { config.weight_decay };
-        // PyTorch's defaults where burn's differ (eps 1e-8, not 1e-5), betas of LM training.
+        // PyTorch's defaults where burn's differ (eps 1e-8, not 1e-5), betas of LM training. The
+        // decay is applied per parameter group in `step`, not by the optimiser.
         let optimizer = AdamWConfig::new()
             .with_beta_1(0.9)
             .with_beta_2(0.95)
             .with_epsilon(1e-8)
-            .with_weight_decay(weight_decay as f32)
+            .with_weight_decay(0.0)
             .init();
         let model = if config.weight_norm { model.normalize_weights() } else { model };
         let vocab_size = model.vocab_size();
@@ -328,7 +330,8 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
         // for the duration of the step. It is taken after the forward pass, so every parameter
         // is already materialised (a clone of a never-used lazy parameter would draw new ones).
         let model = self.model.clone();
-        let mut model = self.optimizer.step(lr, model, grads);
+        let weight_decay = if self.config.weight_norm { 0.0 } else { self.config.weight_decay };
+        let mut model = param_groups::adamw_step(&mut self.optimizer, lr, weight_decay, model, grads);
         if self.config.weight_norm {
             model = model.normalize_weights();
         }

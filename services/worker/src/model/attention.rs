@@ -7,8 +7,14 @@
 //! q_t = RoPE(W_q x_t, t),  k_s = RoPE(W_k x_s, s),  v_s = W_v x_s
 //! y_t = W_o · concat_j Σ_{s ∈ S(t)} softmax_s(q_t·k_s / √head_dim) v_s
 //! S(t) = { s : s ≤ t }                      (full attention)
-//! S(t) = { s : t − w < s ≤ t }              (sliding window of w)
+//! S(t) = { s : s ≤ t, t − w < s or s < M }  (sliding window of w, M meta tokens)
 //! ```
+//!
+//! With a window, the meta tokens (the first `M` positions, which the model puts in front of
+//! every sequence) stay visible to every query however far it is past them: the mask of
+//! Nemotron-Flash and Hymba's sliding-window layers with meta tokens (XinDongol/SWA-SinkMeta
+//! `modules.py`: the causal window mask or'ed with "key is a meta token"). Without them a
+//! windowed layer would lose its attention sink once the window slides past the prefix.
 //!
 //! RoPE uses the rotate-half convention: the head vector is split into halves `(a, b)` and
 //! pair `i` (`a_i`, `b_i`) is rotated by the angle `pos · θ^(−2i/head_dim)`. burn's
@@ -17,21 +23,25 @@
 //! nor serve unbounded decode positions; the angles are computed here per call, in f64.
 //!
 //! Training and prefill compute the whole `[T, cached + T]` score matrix at once under one
-//! boolean mask (future keys and keys older than the window), built once per call. The query
+//! boolean mask (future keys, and keys older than the window that are not meta tokens), built
+//! once per call from the keys' absolute positions. The query
 //! heads that share a key/value head are folded into the query rows of that head
 //! (`[batch, H_kv, groups·T, head_dim]`), so the keys and values are never copied `groups` times.
 //! The product runs through burn's fused attention op: flash-style kernels on the CPU and GPU
 //! backends when no gradient is taken, a materialised score matrix under autodiff.
 //!
 //! Decoding keeps a caller-owned [`KvCache`] of rotated keys and values. With a sliding window it
-//! keeps only the last `w` entries, so decode memory is bounded by the window, not the context.
+//! keeps only the meta tokens' entries and the last `w`, so decode memory is bounded by
+//! `M + w`, not the context.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use search_space::ops::AttentionSpec;
+
+use super::init::linear;
 
 /// Configuration of an [`Attention`] layer.
 #[derive(Config, Debug)]
@@ -44,12 +54,23 @@ pub struct AttentionConfig {
     pub num_kv_heads: usize,
     /// Width of one head (even, for the RoPE half split).
     pub head_dim: usize,
-    /// Keys a query sees, itself included; `None` is full causal attention.
+    /// Keys a query sees, itself included, besides the meta tokens; `None` is full causal
+    /// attention.
     #[config(default = "None")]
     pub sliding_window: Option<usize>,
+    /// Leading positions (the model's meta tokens) that every query sees whatever the window.
+    #[config(default = 0)]
+    pub meta_tokens: usize,
     /// RoPE base θ.
     #[config(default = 10000.0)]
     pub rope_theta: f64,
+    /// Deviation of the normal initial weights of the projections that read the input.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+    /// Deviation of the normal initial weights of the output projection, which writes to the
+    /// residual stream; the model scales it by depth ([`super::init::residual_output_std`]).
+    #[config(default = 0.02)]
+    pub output_init_std: f64,
 }
 
 /// Grouped-query causal self-attention with RoPE and no biases.
@@ -67,12 +88,16 @@ pub struct Attention<B: Backend> {
     pub num_kv_heads: usize,
     pub head_dim: usize,
     pub sliding_window: Option<usize>,
+    /// Leading positions visible to every query under the window.
+    pub meta_tokens: usize,
     pub rope_theta: f64,
 }
 
 /// Rotated keys and values of the tokens seen so far, owned by the caller while decoding.
 ///
-/// The cached entries are the most recent `len()` positions, `position() - len() .. position()`.
+/// The cached entries are the first `min(prefix, position())` positions (the meta tokens, kept
+/// whatever the window) followed by the most recent ones, up to `position()`; without trimming
+/// that is every position `0 .. position()`.
 #[derive(Clone, Debug)]
 pub struct KvCache<B: Backend> {
     /// `[batch, num_kv_heads, len, head_dim]`, oldest first, RoPE already applied; `None` until
@@ -82,8 +107,10 @@ pub struct KvCache<B: Backend> {
     values: Option<Tensor<B, 4>>,
     /// Tokens seen so far: the absolute position of the next token.
     position: usize,
-    /// Entries kept; `None` keeps all of them.
+    /// Recent entries kept besides the prefix; `None` keeps all of them.
     capacity: Option<usize>,
+    /// Leading entries that are never dropped.
+    prefix: usize,
 }
 
 impl AttentionConfig {
@@ -99,8 +126,7 @@ impl AttentionConfig {
         .with_rope_theta(spec.rope_theta)
     }
 
-    /// Builds the layer. Projections are initialised like PyTorch's `nn.Linear` (uniform in
-    /// ±1/√fan_in), burn's `Linear` default.
+    /// Builds the layer, projections normal as in [`super::init`].
     ///
     /// # Panics
     /// If `num_kv_heads` does not divide `num_heads`, `head_dim` is odd, or the window is 0.
@@ -119,25 +145,27 @@ impl AttentionConfig {
         assert!(self.sliding_window != Some(0), "a sliding window must keep at least one key");
         let q_width = self.num_heads * self.head_dim;
         let kv_width = self.num_kv_heads * self.head_dim;
-        let linear = |d_in, d_out| LinearConfig::new(d_in, d_out).with_bias(false).init(device);
+        let reads = |d_in, d_out| linear(d_in, d_out, self.init_std, device);
         Attention {
-            q_proj: linear(self.hidden, q_width),
-            k_proj: linear(self.hidden, kv_width),
-            v_proj: linear(self.hidden, kv_width),
-            o_proj: linear(q_width, self.hidden),
+            q_proj: reads(self.hidden, q_width),
+            k_proj: reads(self.hidden, kv_width),
+            v_proj: reads(self.hidden, kv_width),
+            o_proj: linear(q_width, self.hidden, self.output_init_std, device),
             num_heads: self.num_heads,
             num_kv_heads: self.num_kv_heads,
             head_dim: self.head_dim,
             sliding_window: self.sliding_window,
+            meta_tokens: self.meta_tokens,
             rope_theta: self.rope_theta,
         }
     }
 }
 
 impl<B: Backend> KvCache<B> {
-    /// An empty cache that keeps at most `capacity` entries (`None`: all of them).
-    pub fn new(capacity: Option<usize>) -> Self {
-        KvCache { keys: None, values: None, position: 0, capacity }
+    /// An empty cache that keeps its first `prefix` entries and at most `capacity` more, the
+    /// most recent (`None`: all of them).
+    pub fn new(capacity: Option<usize>, prefix: usize) -> Self {
+        KvCache { keys: None, values: None, position: 0, capacity, prefix }
     }
 
     /// Entries held now.
@@ -173,11 +201,25 @@ impl<B: Backend> KvCache<B> {
         self.position += count;
     }
 
-    /// Drops the entries that no future query can see.
+    /// Absolute positions of the cached entries, in cache order.
+    pub fn key_positions(&self) -> Vec<usize> {
+        let len = self.len();
+        let prefix = self.prefix.min(len);
+        (0..prefix).chain(self.position - (len - prefix)..self.position).collect()
+    }
+
+    /// Drops the entries that no future query can see: all but the prefix and the last
+    /// `capacity`.
     fn trim(&mut self) {
-        let (Some(capacity), len) = (self.capacity, self.len()) else { return };
-        if len > capacity {
-            let keep = |t: Option<Tensor<B, 4>>| t.map(|t| t.narrow(2, len - capacity, capacity));
+        let (Some(capacity), len, prefix) = (self.capacity, self.len(), self.prefix) else { return };
+        if len > prefix + capacity {
+            let keep = |t: Option<Tensor<B, 4>>| {
+                t.map(|t| {
+                    let recent = t.clone().narrow(2, len - capacity, capacity);
+                    // Zero-length tensors are not portable: no empty prefix in the `cat`.
+                    if prefix == 0 { recent } else { Tensor::cat(vec![t.narrow(2, 0, prefix), recent], 2) }
+                })
+            };
             self.keys = keep(self.keys.take());
             self.values = keep(self.values.take());
         }
@@ -185,9 +227,9 @@ impl<B: Backend> KvCache<B> {
 }
 
 impl<B: Backend> Attention<B> {
-    /// An empty decode cache sized for this layer's window.
+    /// An empty decode cache sized for this layer's window and meta tokens.
     pub fn empty_cache(&self) -> KvCache<B> {
-        KvCache::new(self.sliding_window)
+        KvCache::new(self.sliding_window, if self.sliding_window.is_some() { self.meta_tokens } else { 0 })
     }
 
     /// Attends over a whole sequence whose first token sits at absolute position `start_pos`
@@ -198,7 +240,8 @@ impl<B: Backend> Attention<B> {
     pub fn forward(&self, x: Tensor<B, 3>, start_pos: usize) -> Tensor<B, 3> {
         let seq = x.dims()[1];
         let (q, k, v) = self.project(x, start_pos);
-        let mask = self.mask(seq, 0, &q.device());
+        let keys: Vec<usize> = (start_pos..start_pos + seq).collect();
+        let mask = self.mask(start_pos, seq, &keys, &q.device());
         self.o_proj.forward(self.attend(q, k, v, Some(mask)))
     }
 
@@ -209,11 +252,11 @@ impl<B: Backend> Attention<B> {
     /// - `x`: `[batch, seq, hidden]` → `[batch, seq, hidden]`
     pub fn forward_with_cache(&self, x: Tensor<B, 3>, cache: &mut KvCache<B>) -> Tensor<B, 3> {
         let seq = x.dims()[1];
-        let cached = cache.len();
-        let (q, k, v) = self.project(x, cache.position);
+        let start = cache.position;
+        let (q, k, v) = self.project(x, start);
         cache.push(k, v, seq);
         let (k, v) = cache.entries().expect("the cache holds the new entries");
-        let mask = self.mask(seq, cached, &q.device());
+        let mask = self.mask(start, seq, &cache.key_positions(), &q.device());
         let y = self.attend(q, k, v, Some(mask));
         cache.trim();
         self.o_proj.forward(y)
@@ -227,7 +270,8 @@ impl<B: Backend> Attention<B> {
         let [batch, hidden] = x.dims();
         let (q, k, v) = self.project(x.reshape([batch, 1, hidden]), cache.position);
         cache.push(k, v, 1);
-        // Trimming first leaves exactly the keys this query may see, so no mask is needed.
+        // Trimming first leaves exactly the keys this query may see (the meta tokens and the
+        // window), so no mask is needed.
         cache.trim();
         let (k, v) = cache.entries().expect("the cache holds the new entry");
         let y = self.attend(q, k, v, None);
@@ -248,17 +292,33 @@ impl<B: Backend> Attention<B> {
         (q, k.swap_dims(1, 2), v.swap_dims(1, 2))
     }
 
-    /// `[queries, cached + queries]`, `true` where a query must not see a key (burn's convention,
-    /// as in `generate_autoregressive_mask`). Query `i` is at relative position `i`, key `j` at
-    /// `j − cached`.
-    fn mask(&self, queries: usize, cached: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
-        let shape = [queries, cached + queries];
-        // `tril_mask(offset)` is true where `j > i + offset`: a key after the query.
-        let future = Tensor::<B, 2, Bool>::tril_mask(shape, cached as i64, device);
+    /// `[queries, keys]`, `true` where a query must not see a key (burn's convention, as in
+    /// `generate_autoregressive_mask`). The queries sit at absolute positions `first_query ..
+    /// first_query + queries`, the keys at `key_positions`.
+    fn mask(
+        &self,
+        first_query: usize,
+        queries: usize,
+        key_positions: &[usize],
+        device: &B::Device,
+    ) -> Tensor<B, 2, Bool> {
+        let shape = [queries, key_positions.len()];
+        let first = first_query as i64;
+        let query = Tensor::<B, 1, Int>::arange(first..first + queries as i64, device)
+            .reshape([queries, 1])
+            .expand(shape);
+        let keys: Vec<i64> = key_positions.iter().map(|&p| p as i64).collect();
+        let key = Tensor::<B, 1, Int>::from_data(TensorData::new(keys, [shape[1]]), device)
+            .reshape([1, shape[1]])
+            .expand(shape);
+        let future = key.clone().greater(query.clone());
         match self.sliding_window {
-            // `triu_mask(offset)` is true where `j < i + offset`: with `offset = cached + 1 − w`
-            // that is a key at or before `query − w`, outside the window.
-            Some(w) => future.bool_or(Tensor::triu_mask(shape, cached as i64 + 1 - w as i64, device)),
+            Some(w) => {
+                // At or before `query − w`: outside the window, hidden unless a meta token.
+                let old = key.clone().lower_equal(query.sub_scalar(w as i64));
+                let meta = key.lower_elem(self.meta_tokens as i64);
+                future.bool_or(old.bool_and(meta.bool_not()))
+            }
             None => future,
         }
     }

@@ -23,6 +23,9 @@ pub struct ShortConvConfig {
     /// Per-channel bias (Mamba2 has one, DeltaNet does not).
     #[config(default = false)]
     pub bias: bool,
+    /// Deviation of the normal initial filters.
+    #[config(default = 0.02)]
+    pub init_std: f64,
 }
 
 /// Depthwise causal 1-D convolution.
@@ -41,13 +44,13 @@ pub struct ConvState<B: Backend> {
 }
 
 impl ShortConvConfig {
-    /// Initialises like PyTorch's `Conv1d`: uniform in ±1/√fan_in with fan_in = K per channel.
+    /// Initialises as the reference models' `_init_weights` treat `nn.Conv1d`: filters normal
+    /// with mean 0 and deviation `init_std`, bias zero (see [`super::init`]).
     pub fn init<B: Backend>(&self, device: &B::Device) -> ShortConv<B> {
-        let bound = 1.0 / (self.kernel as f64).sqrt();
-        let dist = Distribution::Uniform(-bound, bound);
+        let dist = Distribution::Normal(0.0, self.init_std);
         ShortConv {
             weight: Param::from_tensor(Tensor::random([self.channels, self.kernel], dist, device)),
-            bias: self.bias.then(|| Param::from_tensor(Tensor::random([self.channels], dist, device))),
+            bias: self.bias.then(|| Param::from_tensor(Tensor::zeros([self.channels], device))),
             kernel: self.kernel,
         }
     }
@@ -138,7 +141,9 @@ mod tests {
     fn forward_matches_the_definition_and_step_matches_forward() {
         let device = Default::default();
         let (batch, seq, c, k) = (2, 7, 5, 4);
-        let conv = ShortConvConfig::new(c).with_bias(true).init::<B>(&device);
+        let mut conv = ShortConvConfig::new(c).with_bias(true).with_init_std(0.5).init::<B>(&device);
+        // The bias starts at zero; a random one checks that it is added.
+        conv.bias = Some(Param::from_tensor(Tensor::random([c], Distribution::Normal(0.0, 1.0), &device)));
         let x = Tensor::<B, 3>::random([batch, seq, c], Distribution::Normal(0.0, 1.0), &device);
         let y = values(conv.forward(x.clone()));
         let w = conv.weight.val().into_data().to_vec::<f32>().unwrap();

@@ -18,7 +18,7 @@
 
 use crate::kernels::Kernels;
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig, RmsNorm, RmsNormConfig};
+use burn::nn::{Linear, RmsNorm, RmsNormConfig};
 use burn::prelude::*;
 use burn::tensor::activation::{sigmoid, silu};
 use search_space::ops::DeltaNetSpec;
@@ -27,6 +27,7 @@ use super::conv::{ConvState, ShortConv, ShortConvConfig};
 use super::delta_rule::{
     L2_NORM_EPSILON, Scan, conv_branch, delta_rule, delta_rule_step, l2_normalize, token_major,
 };
+use super::init::linear;
 
 /// Configuration of a [`DeltaNet`].
 #[derive(Config, Debug)]
@@ -46,6 +47,13 @@ pub struct DeltaNetConfig {
     /// `eps` of the per-head output RMSNorm.
     #[config(default = 1e-5)]
     pub norm_epsilon: f64,
+    /// Deviation of the normal initial weights of the projections that read the input.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+    /// Deviation of the normal initial weights of the output projection, which writes to the
+    /// residual stream; the model scales it by depth ([`super::init::residual_output_std`]).
+    #[config(default = 0.02)]
+    pub output_init_std: f64,
 }
 
 /// The DeltaNet token mixer.
@@ -149,21 +157,22 @@ impl DeltaNetConfig {
             .with_conv_kernel(spec.conv_kernel as usize)
     }
 
+    /// Builds the mixer, projections and convs normal as in [`super::init`].
     pub fn init<B: Backend>(&self, device: &B::Device) -> DeltaNet<B> {
         assert!(self.chunk_size > 0, "chunk_size must be positive");
         let width = self.num_heads * self.head_dim;
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let reads = |d_in, d_out| linear(d_in, d_out, self.init_std, device);
         let conv = || ShortConvConfig::new(width).with_kernel(self.conv_kernel).init(device);
         DeltaNet {
-            q_proj: linear(self.hidden, width),
-            k_proj: linear(self.hidden, width),
-            v_proj: linear(self.hidden, width),
+            q_proj: reads(self.hidden, width),
+            k_proj: reads(self.hidden, width),
+            v_proj: reads(self.hidden, width),
             q_conv: conv(),
             k_conv: conv(),
             v_conv: conv(),
-            b_proj: linear(self.hidden, self.num_heads),
+            b_proj: reads(self.hidden, self.num_heads),
             o_norm: RmsNormConfig::new(self.head_dim).with_epsilon(self.norm_epsilon).init(device),
-            o_proj: linear(width, self.hidden),
+            o_proj: linear(width, self.hidden, self.output_init_std, device),
             num_heads: self.num_heads,
             head_dim: self.head_dim,
             chunk_size: self.chunk_size,
@@ -277,11 +286,17 @@ mod tests {
         }
     }
 
-    /// A mixer whose output norm weight is not all ones, so that a mix-up of it shows.
+    /// A mixer whose output norm weight is not all ones, so that a mix-up of it shows, and whose
+    /// projections and convs are drawn wider than the model's initialisation (0.02), so that
+    /// at these tiny widths every nonlinearity sees inputs of order one.
     fn mixer<B: Kernels>(config: &DeltaNetConfig, device: &B::Device) -> DeltaNet<B> {
-        let mut m = config.init::<B>(device);
+        let mut m = config.clone().with_init_std(0.2).with_output_init_std(0.2).init::<B>(device);
         m.o_norm.gamma =
             m.o_norm.gamma.map(|w| w.random_like(Distribution::Uniform(0.5, 1.5)).require_grad());
+        for conv in [&mut m.q_conv, &mut m.k_conv, &mut m.v_conv] {
+            conv.weight =
+                conv.weight.clone().map(|w| w.random_like(Distribution::Uniform(-0.5, 0.5)).require_grad());
+        }
         m
     }
 

@@ -15,7 +15,7 @@
 //! the new token alone.
 
 use burn::module::{Initializer, Module, Param};
-use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::prelude::*;
 use burn::tensor::module::linear;
 use search_space::ModelSpec;
@@ -59,7 +59,8 @@ impl TokenEmbeddingConfig {
             .with_tied(spec.tied_embeddings)
     }
 
-    /// Builds the tables; an untied head is initialised like PyTorch's `nn.Linear`.
+    /// Builds the tables; an untied head starts normal with the same deviation, as the
+    /// reference models' `_init_weights` start every `nn.Linear`.
     pub fn init<B: Backend>(&self, device: &B::Device) -> TokenEmbedding<B> {
         let normal = Initializer::Normal { mean: 0.0, std: self.init_std };
         TokenEmbedding {
@@ -68,7 +69,7 @@ impl TokenEmbeddingConfig {
                 .init(device),
             meta: (self.meta_tokens > 0).then(|| normal.init([self.meta_tokens, self.hidden], device)),
             head: (!self.tied)
-                .then(|| LinearConfig::new(self.hidden, self.vocab_size).with_bias(false).init(device)),
+                .then(|| super::init::linear(self.hidden, self.vocab_size, self.init_std, device)),
         }
     }
 }

@@ -6,11 +6,13 @@
 //! `linear_inner`/`linear_outer` would make weight mapping guesswork.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 
 use crate::kernels::Kernels;
 use search_space::ops::FfnSpec;
+
+use super::init::linear;
 
 /// Configuration of an [`Ffn`].
 #[derive(Config, Debug)]
@@ -19,6 +21,13 @@ pub struct FfnConfig {
     pub hidden: usize,
     /// Width of the gated inner layer.
     pub intermediate_size: usize,
+    /// Deviation of the normal initial weights of the projections that read the input.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+    /// Deviation of the normal initial weights of the output projection, which writes to the
+    /// residual stream; the model scales it by depth ([`super::init::residual_output_std`]).
+    #[config(default = 0.02)]
+    pub output_init_std: f64,
 }
 
 /// SwiGLU feed-forward network.
@@ -38,14 +47,12 @@ impl FfnConfig {
         FfnConfig::new(hidden, spec.intermediate_size as usize)
     }
 
-    /// Builds the layer. Projections are initialised like PyTorch's `nn.Linear` (uniform in
-    /// ±1/√fan_in), burn's `Linear` default.
+    /// Builds the layer, projections normal as in [`super::init`].
     pub fn init<B: Backend>(&self, device: &B::Device) -> Ffn<B> {
-        let linear = |d_in, d_out| LinearConfig::new(d_in, d_out).with_bias(false).init(device);
         Ffn {
-            gate_proj: linear(self.hidden, self.intermediate_size),
-            up_proj: linear(self.hidden, self.intermediate_size),
-            down_proj: linear(self.intermediate_size, self.hidden),
+            gate_proj: linear(self.hidden, self.intermediate_size, self.init_std, device),
+            up_proj: linear(self.hidden, self.intermediate_size, self.init_std, device),
+            down_proj: linear(self.intermediate_size, self.hidden, self.output_init_std, device),
         }
     }
 }

@@ -15,7 +15,7 @@
 
 use crate::kernels::Kernels;
 use burn::module::{Module, Param};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use search_space::ops::DeltaNetSpec;
@@ -23,7 +23,11 @@ use search_space::ops::DeltaNetSpec;
 use super::conv::{ShortConv, ShortConvConfig};
 use super::delta_rule::{Scan, delta_rule, delta_rule_step, softplus, token_major};
 use super::deltanet::{DeltaInputs, DeltaNetState};
+use super::init::linear;
 use super::norm::{GatedRmsNorm, GatedRmsNormConfig};
+
+/// Smallest initial `A`: a draw below it is raised to it.
+const A_INIT_FLOOR: f64 = 1e-6;
 
 /// Configuration of a [`GatedDeltaNet`].
 #[derive(Config, Debug)]
@@ -43,8 +47,10 @@ pub struct GatedDeltaNetConfig {
     /// `eps` of the per-head gated output RMSNorm.
     #[config(default = 1e-5)]
     pub norm_epsilon: f64,
-    /// `A = exp(A_log)` starts uniform in `[a_init_min, a_init_max]`.
-    #[config(default = 1.0)]
+    /// `A = exp(A_log)` starts uniform in `[a_init_min, a_init_max]`: U(0, 16) as in fla's
+    /// `GatedDeltaNet` (`fla/layers/gated_deltanet.py`, also its `_init_weights`), so some heads
+    /// start with almost no decay (long memory) and others forget within a few tokens.
+    #[config(default = 0.0)]
     pub a_init_min: f64,
     #[config(default = 16.0)]
     pub a_init_max: f64,
@@ -53,6 +59,13 @@ pub struct GatedDeltaNetConfig {
     pub dt_min: f64,
     #[config(default = 0.1)]
     pub dt_max: f64,
+    /// Deviation of the normal initial weights of the projections that read the input.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+    /// Deviation of the normal initial weights of the output projection, which writes to the
+    /// residual stream; the model scales it by depth ([`super::init::residual_output_std`]).
+    #[config(default = 0.02)]
+    pub output_init_std: f64,
 }
 
 /// The Gated DeltaNet token mixer.
@@ -90,12 +103,16 @@ impl GatedDeltaNetConfig {
             .with_conv_kernel(spec.conv_kernel as usize)
     }
 
+    /// Builds the mixer, projections and convs normal as in [`super::init`], `A` and `dt_bias`
+    /// as in fla.
     pub fn init<B: Backend>(&self, device: &B::Device) -> GatedDeltaNet<B> {
         assert!(self.chunk_size > 0, "chunk_size must be positive");
         let (h, width) = (self.num_heads, self.num_heads * self.head_dim);
-        let linear = |i, o| LinearConfig::new(i, o).with_bias(false).init(device);
+        let reads = |d_in, d_out| linear(d_in, d_out, self.init_std, device);
         let conv = || ShortConvConfig::new(width).with_kernel(self.conv_kernel).init(device);
-        let a = Tensor::<B, 1>::random([h], Distribution::Uniform(self.a_init_min, self.a_init_max), device);
+        // A draw of exactly 0 (about one in 2²⁴) would make `A_log` −∞; the floor keeps it finite.
+        let a = Tensor::<B, 1>::random([h], Distribution::Uniform(self.a_init_min, self.a_init_max), device)
+            .clamp_min(A_INIT_FLOOR);
         let dt =
             Tensor::<B, 1>::random([h], Distribution::Uniform(self.dt_min.ln(), self.dt_max.ln()), device)
                 .exp()
@@ -103,22 +120,22 @@ impl GatedDeltaNetConfig {
         // The inverse of softplus, dt + log(1 − e^{−dt}), so that softplus(dt_bias) = dt.
         let dt_bias = dt.clone() + dt.neg().exp().neg().log1p();
         GatedDeltaNet {
-            q_proj: linear(self.hidden, width),
-            k_proj: linear(self.hidden, width),
-            v_proj: linear(self.hidden, width),
+            q_proj: reads(self.hidden, width),
+            k_proj: reads(self.hidden, width),
+            v_proj: reads(self.hidden, width),
             q_conv: conv(),
             k_conv: conv(),
             v_conv: conv(),
-            b_proj: linear(self.hidden, h),
-            a_proj: linear(self.hidden, h),
+            b_proj: reads(self.hidden, h),
+            a_proj: reads(self.hidden, h),
             a_log: Param::from_tensor(a.log()),
             dt_bias: Param::from_tensor(dt_bias),
-            g_proj: linear(self.hidden, width),
+            g_proj: reads(self.hidden, width),
             o_norm: GatedRmsNormConfig::new(self.head_dim)
                 .with_norm_before_gate(true)
                 .with_epsilon(self.norm_epsilon)
                 .init(device),
-            o_proj: linear(width, self.hidden),
+            o_proj: linear(width, self.hidden, self.output_init_std, device),
             num_heads: h,
             head_dim: self.head_dim,
             chunk_size: self.chunk_size,
@@ -252,11 +269,17 @@ mod tests {
         }
     }
 
-    /// A mixer whose output norm weight is not all ones, so that a mix-up of it shows.
+    /// A mixer whose output norm weight is not all ones, so that a mix-up of it shows, and whose
+    /// projections and convs are drawn wider than the model's initialisation (0.02), so that
+    /// at these tiny widths every nonlinearity sees inputs of order one.
     fn mixer<B: Kernels>(config: &GatedDeltaNetConfig, device: &B::Device) -> GatedDeltaNet<B> {
-        let mut m = config.init::<B>(device);
+        let mut m = config.clone().with_init_std(0.2).with_output_init_std(0.2).init::<B>(device);
         m.o_norm.weight =
             m.o_norm.weight.map(|w| w.random_like(Distribution::Uniform(0.5, 1.5)).require_grad());
+        for conv in [&mut m.q_conv, &mut m.k_conv, &mut m.v_conv] {
+            conv.weight =
+                conv.weight.clone().map(|w| w.random_like(Distribution::Uniform(-0.5, 0.5)).require_grad());
+        }
         m
     }
 
@@ -405,6 +428,19 @@ mod tests {
                 "hidden {hidden}, {num_heads}×{head_dim}, kernel {conv_kernel}"
             );
         }
+    }
+
+    #[test]
+    fn initial_decay_rates_a_are_uniform_in_0_to_16_as_in_fla() {
+        let device = Default::default();
+        let m = GatedDeltaNetConfig::new(8, 4096, 2).init::<B>(&device);
+        let a = values(m.a_log.val().exp());
+        assert!(a.iter().all(|&a| a > 0.0 && a <= 16.0 + 1e-4), "A outside (0, 16]");
+        let mean = a.iter().sum::<f64>() / a.len() as f64;
+        assert!((mean - 8.0).abs() < 0.3, "mean A {mean}, uniform in (0, 16] has 8");
+        // U(1, 16) would never go below 1; U(0, 16) does for a sixteenth of the heads.
+        let below_one = a.iter().filter(|&&a| a < 1.0).count() as f64 / a.len() as f64;
+        assert!((below_one - 1.0 / 16.0).abs() < 0.015, "{below_one} of the heads start below 1");
     }
 
     #[test]

@@ -22,6 +22,7 @@ use super::deltanet::{DeltaNet, DeltaNetConfig, DeltaNetState};
 use super::embedding::{TokenEmbedding, TokenEmbeddingConfig};
 use super::ffn::{Ffn, FfnConfig};
 use super::gated_deltanet::{GatedDeltaNet, GatedDeltaNetConfig};
+use super::init::residual_output_std;
 use super::mamba2::{Mamba2, Mamba2Config, Mamba2State};
 use super::weight_norm::{Side, normalize_linear};
 
@@ -93,25 +94,34 @@ impl<B: Kernels> HybridLm<B> {
         model
     }
 
-    /// Builds the model of a (valid) spec with freshly initialised weights.
+    /// Builds the model of a (valid) spec with freshly initialised weights: normal with
+    /// deviation 0.02, the output projections scaled down by depth (see [`super::init`]).
     pub fn init(spec: &ModelSpec, device: &B::Device) -> Self {
         let hidden = spec.hidden_size as usize;
+        let out_std = residual_output_std(spec.layers.len());
         let layers = spec
             .layers
             .iter()
             .map(|layer| {
                 let op = match layer {
-                    LayerSpec::Attention(a) => {
-                        Operator::Attention(AttentionConfig::from_spec(a, hidden).init(device))
-                    }
-                    LayerSpec::Mamba2(m) => Operator::Mamba2(Mamba2Config::from_spec(m, hidden).init(device)),
-                    LayerSpec::DeltaNet(d) => {
-                        Operator::DeltaNet(DeltaNetConfig::from_spec(d, hidden).init(device))
-                    }
-                    LayerSpec::GatedDeltaNet(d) => {
-                        Operator::GatedDeltaNet(GatedDeltaNetConfig::from_spec(d, hidden).init(device))
-                    }
-                    LayerSpec::Ffn(f) => Operator::Ffn(FfnConfig::from_spec(f, hidden).init(device)),
+                    LayerSpec::Attention(a) => Operator::Attention(
+                        AttentionConfig::from_spec(a, hidden)
+                            .with_meta_tokens(spec.meta_tokens as usize)
+                            .with_output_init_std(out_std)
+                            .init(device),
+                    ),
+                    LayerSpec::Mamba2(m) => Operator::Mamba2(
+                        Mamba2Config::from_spec(m, hidden).with_output_init_std(out_std).init(device),
+                    ),
+                    LayerSpec::DeltaNet(d) => Operator::DeltaNet(
+                        DeltaNetConfig::from_spec(d, hidden).with_output_init_std(out_std).init(device),
+                    ),
+                    LayerSpec::GatedDeltaNet(d) => Operator::GatedDeltaNet(
+                        GatedDeltaNetConfig::from_spec(d, hidden).with_output_init_std(out_std).init(device),
+                    ),
+                    LayerSpec::Ffn(f) => Operator::Ffn(
+                        FfnConfig::from_spec(f, hidden).with_output_init_std(out_std).init(device),
+                    ),
                 };
                 SubLayer { norm: RmsNormConfig::new(hidden).with_epsilon(NORM_EPSILON).init(device), op }
             })
@@ -241,6 +251,7 @@ impl<B: TrainingBackend> HybridLm<B> {
                         d.q_proj = normalize_linear(d.q_proj, Reads);
                         d.k_proj = normalize_linear(d.k_proj, Reads);
                         d.v_proj = normalize_linear(d.v_proj, Reads);
+                        d.b_proj = normalize_linear(d.b_proj, Reads);
                         d.o_proj = normalize_linear(d.o_proj, Writes);
                         Operator::DeltaNet(d)
                     }
@@ -248,6 +259,9 @@ impl<B: TrainingBackend> HybridLm<B> {
                         d.q_proj = normalize_linear(d.q_proj, Reads);
                         d.k_proj = normalize_linear(d.k_proj, Reads);
                         d.v_proj = normalize_linear(d.v_proj, Reads);
+                        d.a_proj = normalize_linear(d.a_proj, Reads);
+                        d.b_proj = normalize_linear(d.b_proj, Reads);
+                        d.g_proj = normalize_linear(d.g_proj, Reads);
                         d.o_proj = normalize_linear(d.o_proj, Writes);
                         Operator::GatedDeltaNet(d)
                     }
@@ -341,51 +355,177 @@ mod tests {
     }
 
     #[test]
-    fn weight_normalization_leaves_every_affected_vector_at_unit_norm() {
+    fn with_a_sliding_window_decoding_keeps_the_meta_tokens_in_view_as_the_forward_does() {
+        // 4 meta tokens, a window of 3 and 12 tokens: the window slides far past the meta tokens
+        // in the prefill and in the steps.
+        let mut settings = tiny_settings();
+        settings.attention.sliding_window = Some(3);
+        assert_eq!(settings.meta_tokens, 4);
+        let layers = ["A", "F", "M2", "F", "A", "F"].iter().map(|c| c.parse().unwrap()).collect();
+        let spec = Architecture::from_layers(settings, layers).expand().unwrap();
+        check_decode_matches_forward(&spec, 5);
+        check_decode_matches_forward(&spec, 1);
+        let model = HybridLm::<B>::init(&spec, &Default::default());
+        let Operator::Attention(a) = &model.layers[0].op else { panic!("layer 0 is attention") };
+        assert_eq!((a.sliding_window, a.meta_tokens), (Some(3), 4));
+    }
+
+    /// Every float parameter of `model` by path (`layers.3.op.Ffn.up_proj.weight`).
+    fn parameters(model: &HybridLm<B>) -> Vec<(String, Vec<f32>)> {
+        struct Collect {
+            path: Vec<String>,
+            found: Vec<(String, Vec<f32>)>,
+        }
+        impl ModuleVisitor<B> for Collect {
+            fn enter_module(&mut self, name: &str, _container_type: &str) {
+                self.path.push(name.to_owned());
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let values = param.val().into_data().to_vec::<f32>().unwrap();
+                self.found.push((self.path.join("."), values));
+            }
+        }
+        let mut collect = Collect { path: vec![], found: vec![] };
+        model.visit(&mut collect);
+        collect.found
+    }
+
+    /// Mean and standard deviation.
+    fn moments(values: &[f32]) -> (f64, f64) {
+        let n = values.len() as f64;
+        let mean = values.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = values.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / n;
+        (mean, var.sqrt())
+    }
+
+    #[test]
+    fn initial_weights_are_normal_0_02_with_the_output_projections_scaled_by_depth() {
+        let mut settings = tiny_settings();
+        settings.hidden_size = 256;
+        settings.tied_embeddings = false;
+        let layers = ["A", "F", "M2", "F", "D", "F", "GD", "F"].iter().map(|c| c.parse().unwrap()).collect();
+        let spec = Architecture::from_layers(settings, layers).expand().unwrap();
+        let model = HybridLm::<B>::init_seeded(&spec, 11, &Default::default());
+        // 8 residual sub-layers: outputs start at 0.02 / √8.
+        let out_std = 0.02 / 8f64.sqrt();
+        let (mut reads, mut writes, mut filters) = (vec![], vec![], vec![]);
+        let within = |got: f64, want: f64, tolerance: f64, what: &str| {
+            assert!((got / want - 1.0).abs() <= tolerance, "{what}: std {got}, want {want}");
+        };
+        let mut checked = 0;
+        for (path, values) in parameters(&model) {
+            let (mean, std) = moments(&values);
+            let writes_residual = ["o_proj", "down_proj", "out_proj"].iter().any(|w| path.contains(w));
+            let want = if writes_residual { out_std } else { 0.02 };
+            if path.ends_with("proj.weight") || path.contains("head") || path.contains("embedding") {
+                assert!(mean.abs() < 0.1 * want, "{path}: mean {mean}");
+                // A large matrix alone is a precise estimate: within 5 %.
+                if values.len() >= 16_384 {
+                    within(std, want, 0.05, &path);
+                    checked += 1;
+                }
+                if writes_residual {
+                    writes.extend(values)
+                } else if path.contains("_proj") {
+                    reads.extend(values)
+                }
+            } else if path.ends_with("conv.weight") {
+                filters.extend(values);
+            } else if path.ends_with("conv.bias") {
+                assert!(values.iter().all(|&v| v == 0.0), "{path} starts at zero");
+            }
+        }
+        assert!(checked >= 15, "only {checked} large matrices checked");
+        within(moments(&reads).1, 0.02, 0.02, "every projection that reads the residual stream");
+        within(moments(&writes).1, out_std, 0.02, "every output projection");
+        within(moments(&filters).1, 0.02, 0.05, "the short convolutions' filters");
+    }
+
+    #[test]
+    fn weight_normalization_puts_every_projection_of_the_residual_stream_on_the_unit_sphere() {
         use crate::model::weight_norm::{Side, vector_norms};
+        use burn::nn::Linear;
+        use std::collections::BTreeSet;
+        type A = crate::backend::CpuAutodiff;
+
+        /// Every `Linear` weight inside the layers, with its path (`op.GatedDeltaNet.a_proj`).
+        struct Projections {
+            path: Vec<String>,
+            owners: Vec<String>,
+            found: Vec<(String, Tensor<B, 2>)>,
+        }
+        impl ModuleVisitor<A> for Projections {
+            fn enter_module(&mut self, name: &str, container_type: &str) {
+                self.path.push(name.to_owned());
+                self.owners.push(container_type.to_owned());
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.pop();
+                self.owners.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<A, D>>) {
+                let in_layers = self.path.first().is_some_and(|p| p == "layers");
+                if in_layers && self.owners.last().is_some_and(|o| o == "Struct:Linear") {
+                    let [d_in, d_out] = [param.dims()[0], param.dims()[1]];
+                    let name = self.path[2..self.path.len() - 1].join(".");
+                    self.found.push((name, param.val().inner().reshape([d_in, d_out])));
+                }
+            }
+        }
+
         let device = Default::default();
         let mut settings = tiny_settings();
         settings.meta_tokens = 0;
         let layers = ["A", "F", "M2", "F", "D", "F", "GD", "F"].iter().map(|c| c.parse().unwrap()).collect();
         let spec = Architecture::from_layers(settings, layers).expand().unwrap();
-        let model = HybridLm::<crate::backend::CpuAutodiff>::init(&spec, &device).normalize_weights();
-        let unit = |norms: Vec<f32>, what: &str| {
-            assert!(!norms.is_empty());
+        let hidden = spec.hidden_size as usize;
+        let model = HybridLm::<A>::init(&spec, &device).normalize_weights();
+        let mut walk = Projections { path: vec![], owners: vec![], found: vec![] };
+        model.visit(&mut walk);
+        // Output projections write to the residual stream; every other projection in a layer
+        // reads it (their input is the normed residual stream).
+        let writes = ["o_proj", "down_proj", "out_proj"];
+        let mut seen = BTreeSet::new();
+        for (name, weight) in walk.found {
+            let [d_in, d_out] = weight.dims();
+            let side = if writes.iter().any(|w| name.ends_with(w)) { Side::Writes } else { Side::Reads };
+            match side {
+                Side::Reads => assert_eq!(d_in, hidden, "{name} reads the residual stream"),
+                Side::Writes => assert_eq!(d_out, hidden, "{name} writes to the residual stream"),
+            }
+            let norms = vector_norms(&Linear { weight: Param::from_tensor(weight), bias: None }, side);
+            assert_eq!(norms.len(), if side == Side::Reads { d_out } else { d_in });
             for n in norms {
-                assert!((n - 1.0).abs() < 1e-5, "{what}: norm {n}");
+                assert!((n - 1.0).abs() < 1e-5, "{name}: norm {n}");
             }
-        };
-        for layer in &model.layers {
-            match &layer.op {
-                Operator::Attention(a) => {
-                    unit(vector_norms(&a.q_proj, Side::Reads), "q");
-                    unit(vector_norms(&a.k_proj, Side::Reads), "k");
-                    unit(vector_norms(&a.v_proj, Side::Reads), "v");
-                    unit(vector_norms(&a.o_proj, Side::Writes), "o");
-                }
-                Operator::Mamba2(m) => {
-                    unit(vector_norms(&m.in_proj, Side::Reads), "in_proj");
-                    unit(vector_norms(&m.out_proj, Side::Writes), "out_proj");
-                }
-                Operator::DeltaNet(d) => {
-                    unit(vector_norms(&d.q_proj, Side::Reads), "q");
-                    unit(vector_norms(&d.o_proj, Side::Writes), "o");
-                }
-                Operator::GatedDeltaNet(d) => {
-                    unit(vector_norms(&d.v_proj, Side::Reads), "v");
-                    unit(vector_norms(&d.o_proj, Side::Writes), "o");
-                }
-                Operator::Ffn(f) => {
-                    unit(vector_norms(&f.gate_proj, Side::Reads), "gate");
-                    unit(vector_norms(&f.up_proj, Side::Reads), "up");
-                    unit(vector_norms(&f.down_proj, Side::Writes), "down");
-                }
-            }
+            seen.insert(name);
         }
-        // The hidden-sized vectors: q reads `hidden` inputs per output unit.
-        if let Operator::Attention(a) = &model.layers[0].op {
-            assert_eq!(vector_norms(&a.q_proj, Side::Reads).len(), a.num_heads * a.head_dim);
-            assert_eq!(vector_norms(&a.o_proj, Side::Writes).len(), a.num_heads * a.head_dim);
-        }
+        let want = [
+            "op.Attention.q_proj",
+            "op.Attention.k_proj",
+            "op.Attention.v_proj",
+            "op.Attention.o_proj",
+            "op.Mamba2.in_proj",
+            "op.Mamba2.out_proj",
+            "op.DeltaNet.q_proj",
+            "op.DeltaNet.k_proj",
+            "op.DeltaNet.v_proj",
+            "op.DeltaNet.b_proj",
+            "op.DeltaNet.o_proj",
+            "op.GatedDeltaNet.q_proj",
+            "op.GatedDeltaNet.k_proj",
+            "op.GatedDeltaNet.v_proj",
+            "op.GatedDeltaNet.a_proj",
+            "op.GatedDeltaNet.b_proj",
+            "op.GatedDeltaNet.g_proj",
+            "op.GatedDeltaNet.o_proj",
+            "op.Ffn.gate_proj",
+            "op.Ffn.up_proj",
+            "op.Ffn.down_proj",
+        ];
+        assert_eq!(seen, want.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>());
     }
 }

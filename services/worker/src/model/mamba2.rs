@@ -29,7 +29,7 @@
 
 use crate::kernels::Kernels;
 use burn::module::{Module, Param};
-use burn::nn::{Linear, LinearConfig};
+use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::silu;
@@ -38,6 +38,7 @@ use search_space::ops::Mamba2Spec;
 use super::contiguous;
 use super::conv::{ConvState, ShortConv, ShortConvConfig};
 use super::delta_rule::Scan;
+use super::init::linear;
 use super::norm::{GatedRmsNorm, GatedRmsNormConfig};
 use super::ssd::{chunked_scan, scan_step, sequential_scan};
 
@@ -74,6 +75,13 @@ pub struct Mamba2Config {
     /// Epsilon of the gated RMSNorm.
     #[config(default = 1e-5)]
     pub norm_epsilon: f64,
+    /// Deviation of the normal initial weights of `in_proj`.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+    /// Deviation of the normal initial weights of `out_proj`, which writes to the
+    /// residual stream; the model scales it by depth ([`super::init::residual_output_std`]).
+    #[config(default = 0.02)]
+    pub output_init_std: f64,
 }
 
 /// The Mamba2 token mixer (see the module doc for the equations).
@@ -131,9 +139,9 @@ impl Mamba2Config {
         self.num_heads * self.head_dim
     }
 
-    /// Initialises as the reference does: projections like PyTorch's `Linear`, `A_log =
-    /// log(1..=heads)`, `dt_bias` the inverse softplus of step sizes drawn log-uniformly in
-    /// `[dt_min, dt_max]`, `D = 1`, norm weight 1.
+    /// Initialises as the reference does: projections and conv normal as in [`super::init`]
+    /// (conv bias 0), `A_log = log(1..=heads)`, `dt_bias` the inverse softplus of step sizes
+    /// drawn log-uniformly in `[dt_min, dt_max]`, `D = 1`, norm weight 1.
     ///
     /// # Panics
     /// If a width is zero or `num_heads` is not a multiple of `groups`.
@@ -165,9 +173,7 @@ impl Mamba2Config {
         let a_log = Tensor::<B, 1, Int>::arange(1..heads as i64 + 1, device).float().log();
 
         Mamba2 {
-            in_proj: LinearConfig::new(self.hidden, 2 * d_inner + 2 * bc + heads)
-                .with_bias(false)
-                .init(device),
+            in_proj: linear(self.hidden, 2 * d_inner + 2 * bc + heads, self.init_std, device),
             conv: ShortConvConfig::new(d_inner + 2 * bc)
                 .with_kernel(self.conv_kernel)
                 .with_bias(true)
@@ -176,7 +182,7 @@ impl Mamba2Config {
             a_log: Param::from_tensor(a_log),
             d: Param::from_tensor(Tensor::ones([heads], device)),
             norm: GatedRmsNormConfig::new(d_inner).with_epsilon(self.norm_epsilon).init(device),
-            out_proj: LinearConfig::new(d_inner, self.hidden).with_bias(false).init(device),
+            out_proj: linear(d_inner, self.hidden, self.output_init_std, device),
             num_heads: heads,
             head_dim: self.head_dim,
             state_size: self.state_size,

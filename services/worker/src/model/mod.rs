@@ -17,9 +17,11 @@ pub mod deltanet;
 pub mod embedding;
 pub mod ffn;
 pub mod gated_deltanet;
+pub mod init;
 pub mod lm;
 pub mod mamba2;
 pub mod norm;
+pub mod param_groups;
 pub mod ssd;
 pub mod weight_norm;
 

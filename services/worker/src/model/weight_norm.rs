@@ -1,11 +1,13 @@
 //! Weight normalisation (Nemotron-Flash, Sec. 2.3).
 //!
 //! After every optimiser step, each vector that lives in the residual stream's dimension is put
-//! back on the unit sphere: the rows of matrices that read the residual stream (q, k, v, gate,
-//! up, in_proj; a row of the `[out, in]` matrix is one output unit's weights over the hidden
-//! dimension) and the columns of matrices whose output is added to it (o, down, out_proj). Updates
-//! then change directions rather than norms, which the paper found to train better; weight decay
-//! is off when it is on.
+//! back on the unit sphere: the rows of every matrix that reads the residual stream (attention's
+//! and DeltaNet's q, k, v, DeltaNet's β projection b, Gated DeltaNet's decay a, β b and output
+//! gate g besides, Mamba2's in_proj, the FFN's gate and up; a row of the `[out, in]` matrix is
+//! one output unit's weights over the hidden dimension) and the columns of matrices whose output
+//! is added to it (o, down, out_proj). Updates then change directions rather than norms, which
+//! the paper found to train better; weight decay is off when it is on. The token and meta-token
+//! embeddings and the head are outside the layers and are left as they are.
 //!
 //! burn stores a `Linear` weight as `[in, out]`, so "rows of `[out, in]`" are burn's columns
 //! (normalise over dim 0) and "columns of `[out, in]`" are burn's rows (normalise over dim 1).

@@ -35,8 +35,8 @@ fn token(x: &Tensor<B, 3>, t: usize) -> Tensor<B, 2> {
 }
 
 /// Attention written from the equations in the module doc, one scalar at a time in f64:
-/// projections, rotate-half RoPE at positions `0..seq`, per-head softmax over the visible keys,
-/// output projection.
+/// projections, rotate-half RoPE at positions `0..seq`, per-head softmax over the visible keys
+/// (the window and the meta tokens), output projection.
 fn reference(attn: &Attention<B>, x: &Tensor<B, 3>) -> Vec<f32> {
     let [batch, seq, hidden] = x.dims();
     let (h, kv, d) = (attn.num_heads, attn.num_kv_heads, attn.head_dim);
@@ -80,12 +80,14 @@ fn reference(attn: &Attention<B>, x: &Tensor<B, 3>) -> Vec<f32> {
         }
         for (t, qt) in qs.iter().enumerate() {
             let first = attn.sliding_window.map_or(0, |w| (t + 1).saturating_sub(w));
+            let visible: Vec<usize> = (0..=t).filter(|&s| s >= first || s < attn.meta_tokens).collect();
             let mut heads = vec![0.0; h * d];
             for head in 0..h {
                 let g = head / (h / kv);
                 let q = &qt[head * d..(head + 1) * d];
-                let scores: Vec<f64> = (first..=t)
-                    .map(|s| {
+                let scores: Vec<f64> = visible
+                    .iter()
+                    .map(|&s| {
                         let k = &ks[s][g * d..(g + 1) * d];
                         q.iter().zip(k).map(|(a, b)| a * b).sum::<f64>() / (d as f64).sqrt()
                     })
@@ -93,7 +95,7 @@ fn reference(attn: &Attention<B>, x: &Tensor<B, 3>) -> Vec<f32> {
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let weights: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                 let total: f64 = weights.iter().sum();
-                for (s, p) in (first..=t).zip(&weights) {
+                for (&s, p) in visible.iter().zip(&weights) {
                     for e in 0..d {
                         heads[head * d + e] += p / total * vs[s][g * d + e];
                     }
@@ -107,8 +109,13 @@ fn reference(attn: &Attention<B>, x: &Tensor<B, 3>) -> Vec<f32> {
 
 fn gqa_config(window: Option<usize>) -> AttentionConfig {
     // 4 query heads over 2 key/value heads; θ small enough that every frequency turns visibly
-    // over a dozen positions, so a wrong position would show.
-    AttentionConfig::new(16, 4, 2, 6).with_sliding_window(window).with_rope_theta(100.0)
+    // over a dozen positions, so a wrong position would show; projections wider than the
+    // model's initialisation (0.02), so that the scores, and with them the softmax, vary.
+    AttentionConfig::new(16, 4, 2, 6)
+        .with_sliding_window(window)
+        .with_rope_theta(100.0)
+        .with_init_std(0.2)
+        .with_output_init_std(0.2)
 }
 
 #[test]
@@ -138,7 +145,7 @@ fn rope_rotates_each_half_pair_by_position_times_frequency() {
 fn causal_mask_without_a_cache_is_burns_autoregressive_mask() {
     let device = Default::default();
     let attn = AttentionConfig::new(8, 2, 2, 4).init::<B>(&device);
-    let ours = bools(attn.mask(5, 0, &device));
+    let ours = bools(attn.mask(0, 5, &[0, 1, 2, 3, 4], &device));
     let burns = bools(generate_autoregressive_mask::<B>(1, 5, &device).reshape([5, 5]));
     assert_eq!(ours, burns);
     // true = masked: the first query sees only the first key.
@@ -149,12 +156,38 @@ fn causal_mask_without_a_cache_is_burns_autoregressive_mask() {
 fn window_mask_after_a_cache_hides_keys_older_than_the_window_and_future_keys() {
     let device = Default::default();
     let attn = AttentionConfig::new(8, 2, 2, 4).with_sliding_window(Some(3)).init::<B>(&device);
-    // 3 cached keys at relative positions −3, −2, −1, then queries 0 and 1 with their own keys.
-    let got = bools(attn.mask(2, 3, &device));
+    // 3 cached keys at positions 7, 8, 9, then queries 10 and 11 with their own keys.
+    let got = bools(attn.mask(10, 2, &[7, 8, 9, 10, 11], &device));
     #[rustfmt::skip]
     let want = [
-        true, false, false, false, true,  // query 0 sees −2, −1, 0
-        true, true, false, false, false,  // query 1 sees −1, 0, 1
+        true, false, false, false, true,  // query 10 sees 8, 9, 10
+        true, true, false, false, false,  // query 11 sees 9, 10, 11
+    ];
+    assert_eq!(got, want);
+}
+
+#[test]
+fn window_mask_keeps_the_meta_tokens_visible_to_every_query() {
+    let device = Default::default();
+    let attn =
+        AttentionConfig::new(8, 2, 2, 4).with_sliding_window(Some(2)).with_meta_tokens(2).init::<B>(&device);
+    // A cache holding the meta tokens 0 and 1 and the recent key 7, then queries 8 and 9.
+    let got = bools(attn.mask(8, 2, &[0, 1, 7, 8, 9], &device));
+    #[rustfmt::skip]
+    let want = [
+        false, false, false, false, true,  // query 8 sees 0, 1 and 7, 8
+        false, false, true, false, false,  // query 9 sees 0, 1 and 8, 9
+    ];
+    assert_eq!(got, want);
+    // Without a cache: the meta tokens are positions 0 and 1 of the sequence itself.
+    let got = bools(attn.mask(0, 5, &[0, 1, 2, 3, 4], &device));
+    #[rustfmt::skip]
+    let want = [
+        false, true,  true,  true,  true,
+        false, false, true,  true,  true,
+        false, false, false, true,  true,
+        false, false, false, false, true,   // query 3 sees 0, 1 and 2, 3: meta and window overlap
+        false, false, true,  false, false,  // query 4 sees 0, 1 and 3, 4
     ];
     assert_eq!(got, want);
 }
@@ -162,27 +195,31 @@ fn window_mask_after_a_cache_hides_keys_older_than_the_window_and_future_keys() 
 #[test]
 fn forward_matches_a_naive_reference() {
     let device = Default::default();
-    for window in [None, Some(3)] {
-        let attn = gqa_config(window).init::<B>(&device);
+    for (window, meta) in [(None, 0), (Some(3), 0), (Some(3), 2), (None, 2)] {
+        let attn = gqa_config(window).with_meta_tokens(meta).init::<B>(&device);
         let x = random([2, 9, 16]);
         let got = host(attn.forward(x.clone(), 0));
         let err = rel_err(&got, &reference(&attn, &x));
-        assert!(err < 1e-5, "window {window:?}: relative error {err}");
+        assert!(err < 1e-5, "window {window:?}, {meta} meta tokens: relative error {err}");
     }
 }
+
+/// Windows and meta-token counts the decoding tests run: full attention, a plain window, and a
+/// window with meta tokens that the sequences run far past.
+const DECODE_CASES: [(Option<usize>, usize); 4] = [(None, 0), (Some(4), 0), (Some(3), 2), (None, 2)];
 
 #[test]
 fn decode_steps_with_the_cache_match_the_full_forward() {
     let device = Default::default();
-    for window in [None, Some(4)] {
-        let attn = gqa_config(window).init::<B>(&device);
+    for (window, meta) in DECODE_CASES {
+        let attn = gqa_config(window).with_meta_tokens(meta).init::<B>(&device);
         let x = random([2, 11, 16]);
         let full = attn.forward(x.clone(), 0);
         let mut cache = attn.empty_cache();
         for t in 0..11 {
             let got = host(attn.step(token(&x, t), &mut cache));
             let err = rel_err(&got, &host(token(&full, t)));
-            assert!(err < 1e-4, "window {window:?}, token {t}: relative error {err}");
+            assert!(err < 1e-4, "window {window:?}, {meta} meta tokens, token {t}: relative error {err}");
         }
         assert_eq!(cache.position(), 11);
     }
@@ -191,8 +228,8 @@ fn decode_steps_with_the_cache_match_the_full_forward() {
 #[test]
 fn prefill_in_chunks_then_steps_match_the_full_forward() {
     let device = Default::default();
-    for window in [None, Some(4)] {
-        let attn = gqa_config(window).init::<B>(&device);
+    for (window, meta) in DECODE_CASES {
+        let attn = gqa_config(window).with_meta_tokens(meta).init::<B>(&device);
         let x = random([2, 14, 16]);
         let full = attn.forward(x.clone(), 0);
         let mut cache = attn.empty_cache();
@@ -206,7 +243,7 @@ fn prefill_in_chunks_then_steps_match_the_full_forward() {
             got.push(attn.step(token(&x, t), &mut cache).unsqueeze_dim(1));
         }
         let err = rel_err(&host(Tensor::cat(got, 1)), &host(full));
-        assert!(err < 1e-4, "window {window:?}: relative error {err}");
+        assert!(err < 1e-4, "window {window:?}, {meta} meta tokens: relative error {err}");
     }
 }
 
@@ -256,6 +293,68 @@ fn sliding_window_cache_keeps_only_the_window() {
     let mut cache = full.empty_cache();
     full.forward_with_cache(x, &mut cache);
     assert_eq!(cache.len(), 12);
+}
+
+#[test]
+fn a_query_far_past_the_window_still_attends_to_the_meta_tokens() {
+    let device = Default::default();
+    let (w, meta, t) = (3, 2, 12);
+    let attn = gqa_config(Some(w)).with_meta_tokens(meta).init::<B>(&device);
+    let x = random([1, 14, 16]);
+    let perturbed = |s: usize| {
+        let bump = Tensor::<B, 3>::ones([1, 1, 16], &device) * 3.0;
+        x.clone().slice_assign([0..1, s..s + 1, 0..16], x.clone().narrow(1, s, 1) + bump)
+    };
+    let y_t = |x: Tensor<B, 3>| host(token(&attn.forward(x, 0), t));
+    let y_t_decoded = |x: Tensor<B, 3>| {
+        let mut cache = attn.empty_cache();
+        let mut y = None;
+        for s in 0..=t {
+            y = Some(attn.step(token(&x, s), &mut cache));
+        }
+        host(y.expect("at least one step"))
+    };
+    for y_at in [&y_t as &dyn Fn(Tensor<B, 3>) -> Vec<f32>, &y_t_decoded] {
+        let base = y_at(x.clone());
+        for s in 0..meta {
+            let change = rel_err(&y_at(perturbed(s)), &base);
+            assert!(change > 1e-3, "meta token {s} left y_{t} unchanged ({change})");
+        }
+        // Between the meta tokens and the window nothing is seen.
+        for s in meta..=t - w {
+            let change = rel_err(&y_at(perturbed(s)), &base);
+            assert!(change < 1e-6, "key {s}, outside the window, changed y_{t} by {change}");
+        }
+    }
+    // The naive masked softmax agrees at every position, this one included.
+    let err = rel_err(&host(attn.forward(x.clone(), 0)), &reference(&attn, &x));
+    assert!(err < 1e-5, "relative error {err}");
+}
+
+#[test]
+fn sliding_window_cache_keeps_the_meta_tokens_and_the_window() {
+    let device = Default::default();
+    let (w, meta) = (4, 3);
+    let attn = gqa_config(Some(w)).with_meta_tokens(meta).init::<B>(&device);
+    let x = random([1, 16, 16]);
+    let mut cache = attn.empty_cache();
+    attn.forward_with_cache(x.clone().narrow(1, 0, 9), &mut cache);
+    assert_eq!(cache.len(), meta + w);
+    assert_eq!(cache.key_positions(), [0, 1, 2, 5, 6, 7, 8]);
+    for t in 9..16 {
+        attn.step(token(&x, t), &mut cache);
+        assert_eq!(cache.len(), meta + w);
+    }
+    assert_eq!(cache.key_positions(), [0, 1, 2, 12, 13, 14, 15]);
+    // The kept keys are those of positions 0..meta and 12..16 in a cache that keeps everything.
+    let mut unwindowed = attn.clone();
+    unwindowed.sliding_window = None;
+    let mut everything = unwindowed.empty_cache();
+    unwindowed.forward_with_cache(x, &mut everything);
+    let (kept, _) = cache.entries().unwrap();
+    let (all, _) = everything.entries().unwrap();
+    assert_eq!(host(kept.clone().narrow(2, 0, meta)), host(all.clone().narrow(2, 0, meta)));
+    assert_eq!(host(kept.narrow(2, meta, w)), host(all.narrow(2, 12, w)));
 }
 
 #[test]

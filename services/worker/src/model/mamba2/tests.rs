@@ -31,13 +31,22 @@ struct Dims {
     chunk: usize,
 }
 
-/// A mixer whose `D`, norm weight and `dt_bias` are random too, so that no term of the
-/// equations hides behind an initial 1 or a tiny step size.
+/// A mixer whose `D`, norm weight, `dt_bias` and conv bias are random too, so that no term of
+/// the equations hides behind an initial 1, 0 or a tiny step size, and whose projections and
+/// conv filters are drawn wider than the model's initialisation (0.02), so that at these tiny
+/// widths every nonlinearity sees inputs of order one.
 fn mixer<B: Kernels>(d: Dims, device: &B::Device) -> Mamba2<B> {
     let mut m = Mamba2Config::new(d.hidden, d.heads, d.head_dim, d.state)
         .with_groups(d.groups)
         .with_chunk_size(d.chunk)
+        .with_init_std(0.2)
+        .with_output_init_std(0.2)
         .init::<B>(device);
+    let channels = m.conv.weight.dims()[0];
+    m.conv.weight =
+        Param::from_tensor(Tensor::random(m.conv.weight.dims(), Distribution::Uniform(-0.5, 0.5), device));
+    m.conv.bias =
+        Some(Param::from_tensor(Tensor::random([channels], Distribution::Uniform(-0.5, 0.5), device)));
     m.d = Param::from_tensor(Tensor::random([d.heads], Distribution::Normal(1.0, 0.5), device));
     m.norm.weight =
         Param::from_tensor(Tensor::random([d.heads * d.head_dim], Distribution::Normal(1.0, 0.3), device));
