@@ -118,7 +118,7 @@ impl ProxyBudget {
             errs.push("proxy.batch_size", format!("must be in 1..={MAX_BATCH_SIZE}, got {}", p.batch_size));
         }
         if let Some(m) = p.micro_batch
-            && (m == 0 || p.batch_size % m != 0)
+            && (m == 0 || !p.batch_size.is_multiple_of(m))
         {
             errs.push(
                 "proxy.micro_batch",
@@ -217,7 +217,7 @@ pub fn data_path_problem(path: &str) -> Option<String> {
         return Some(format!("`{}` must be relative to the worker's data folder, not absolute", shown(path)));
     }
     let parts: Vec<&str> = path.split(['/', '\\']).collect();
-    if parts.iter().any(|part| *part == "..") {
+    if parts.contains(&"..") {
         return Some(format!("`{}` must stay inside the worker's data folder (no `..`)", shown(path)));
     }
     // A trailing slash names a folder; empty or `.` parts elsewhere only obscure the name.

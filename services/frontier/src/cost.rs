@@ -191,7 +191,7 @@ mod tests {
         let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/text.toml"))
             .unwrap();
         let spec = SearchSpec::from_toml(&text).unwrap();
-        let h = spec.halving.clone().unwrap();
+        let h = spec.halving.unwrap();
         let planned = spec.algorithm.planned_candidates() as f64;
         let tokens = search_tokens(&spec);
         assert!(tokens < planned * spec.proxy.tokens as f64);

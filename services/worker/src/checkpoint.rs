@@ -121,7 +121,7 @@ impl CheckpointSchedule {
     /// Whether a checkpoint is due after `step` (1-based: steps done); restarts the clock when so.
     pub fn is_due(&mut self, step: u64) -> bool {
         let due = match self.every {
-            CheckpointEvery::Steps(n) => step % n == 0,
+            CheckpointEvery::Steps(n) => step.is_multiple_of(n),
             CheckpointEvery::Minutes(n) => self.last.elapsed().as_secs() >= n * 60,
         };
         if due {
@@ -164,7 +164,7 @@ impl Checkpointing {
                 Some((step, path))
             })
             .collect();
-        files.sort_by(|a, b| b.0.cmp(&a.0));
+        files.sort_by_key(|(step, _)| std::cmp::Reverse(*step));
         files.into_iter().map(|(_, path)| path).collect()
     }
 
@@ -280,8 +280,11 @@ impl Checkpointing {
     }
 }
 
+/// A checkpoint's metadata, model record and optimiser record.
+type Parts = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// The three parts of a checkpoint file, after its length and hash checks.
-fn read_checkpoint(path: &Path) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), String> {
+fn read_checkpoint(path: &Path) -> Result<Parts, String> {
     let bytes = fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
     if bytes.len() < HEADER_BYTES || bytes[..8] != CHECKPOINT_MAGIC {
         return Err("not a checkpoint file (bad header)".to_owned());

@@ -384,7 +384,7 @@ fn check(config: &TrainConfig) -> Result<(), TrainError> {
     if config.batch_size == 0 {
         return bad("batch_size must be at least 1");
     }
-    if config.micro_batch.is_some_and(|m| m == 0 || config.batch_size % m != 0) {
+    if config.micro_batch.is_some_and(|m| m == 0 || !config.batch_size.is_multiple_of(m)) {
         return bad("micro_batch must divide batch_size into equal micro-batches");
     }
     if !(config.lr.is_finite() && config.lr > 0.0) {
