@@ -2,14 +2,14 @@
 //! trials and export links.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use search_space::{Architecture, LayerSpec, ModelSpec, Topology};
 use serde_json::Value;
 
 use super::chart::{self, Axes, Frame, px};
 use super::searches::LineChart;
-use super::{UiError, UiReader, format, render_html};
+use super::{UiError, UiPath, UiReader, format, render_html};
 use crate::http::AppState;
 use crate::http::candidates::export_document;
 use crate::http::searches::entry;
@@ -234,7 +234,7 @@ fn trial_view(t: &TrialRow) -> TrialView {
 pub async fn show(
     _: UiReader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    UiPath(id): UiPath<i64>,
 ) -> Result<Response, UiError> {
     let c = state
         .store
