@@ -34,6 +34,37 @@ pub fn text_problem(s: &str, max: usize, not_blank: bool) -> Option<String> {
     }
 }
 
+/// What is wrong with a corpus reference, if anything. `synthetic:...` names built-in tasks; any
+/// other corpus is a path that each worker reads under its own data folder (`--data-dir`), so
+/// it must stay inside it: relative, without `..` components, without control characters. (The
+/// worker checks again where the path leads, symbolic links included.)
+pub fn corpus_path_problem(corpus: &str) -> Option<String> {
+    use std::path::{Component, Path};
+    if corpus.starts_with(accuracy::SYNTHETIC_PREFIX) {
+        return None;
+    }
+    if corpus.chars().any(char::is_control) {
+        return Some("must not contain control characters".to_owned());
+    }
+    let path = Path::new(corpus);
+    // `\\server` and `C:` are absolute elsewhere; a spec is read by workers on any system.
+    let drive = corpus.as_bytes().get(1) == Some(&b':');
+    if path.is_absolute() || corpus.starts_with(['/', '\\']) || drive {
+        return Some(format!(
+            "must be a path relative to the workers' data folder (--data-dir), not an absolute path: `{}`",
+            corpus.chars().take(80).collect::<String>()
+        ));
+    }
+    if path
+        .components()
+        .any(|c| matches!(c, Component::ParentDir | Component::RootDir | Component::Prefix(_)))
+        || corpus.split(['/', '\\']).any(|part| part == "..")
+    {
+        return Some("must stay inside the workers' data folder: no `..` components".to_owned());
+    }
+    None
+}
+
 // Caps on a spec's sizes. They catch typos (a population of 10^9, a budget of 10^18 tokens) long
 // before they cost money, and they bound what the coordinator does for one request: creating a
 // search records its first generation (a genome expanded, costed and stored per candidate, about a
@@ -188,7 +219,9 @@ fn default_max_attempts() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// Device fingerprint whose latency table scores candidates. `None`: the coordinator's local
-    /// device in `frontier run`, otherwise the only device with a table for the setting.
+    /// device in `frontier run`, otherwise the only device with a table for the setting (the
+    /// search is then pinned to it when created). When several devices have a table for the
+    /// setting, a search that needs latencies must name one here (422 otherwise).
     #[serde(default)]
     #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub device: Option<String>,
@@ -263,7 +296,8 @@ pub struct ProxyBudget {
     /// `bytes` (default) or `bpe:N` (a BPE of N tokens, 260 ≤ N ≤ 262144, trained on the corpus).
     #[schemars(pattern(r"^(?:bytes|bpe:\+?[0-9]{1,10})$"))]
     pub tokenizer: String,
-    /// The training corpus as workers see it: a path (file or folder of .txt/.jsonl), or
+    /// The training corpus as workers see it: a path relative to each worker's data folder
+    /// (`--data-dir`; a file or folder of .txt/.jsonl; no absolute paths, no `..`), or
     /// `synthetic:TASK[,TASK...]` for the built-in tasks.
     #[schemars(length(min = 1, max = MAX_CORPUS_CHARS), pattern(NOT_BLANK))]
     pub corpus: String,
@@ -571,6 +605,8 @@ impl SearchSpec {
             );
         } else if let Some(problem) = text_problem(&p.corpus, MAX_CORPUS_CHARS, true) {
             errs.push("proxy.corpus", problem);
+        } else if let Some(problem) = corpus_path_problem(&p.corpus) {
+            errs.push("proxy.corpus", problem);
         } else {
             accuracy::validate_corpus(&p.corpus, errs);
         }
@@ -806,6 +842,28 @@ impl SearchSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn corpus_paths_stay_relative_and_inside_the_data_folder() {
+        for ok in ["corpus.txt", "books/a.jsonl", "./books", ".", "a..b.txt", "synthetic:in_context_recall"] {
+            assert_eq!(corpus_path_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "/etc/passwd",
+            "/dev/zero",
+            "/proc/self/environ",
+            "../../etc/shadow",
+            "books/../../x",
+            "..",
+            "\\\\server\\share",
+            "C:\\data",
+            "books\\..\\..\\x",
+            "a\nb",
+            "a\u{1b}b",
+        ] {
+            assert!(corpus_path_problem(bad).is_some(), "{bad:?}");
+        }
+    }
 
     fn example(name: &str) -> SearchSpec {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);

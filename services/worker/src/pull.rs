@@ -82,6 +82,9 @@ impl Worker {
     pub fn new(config: WorkerConfig, device: DeviceInfo) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // Below the coordinator's idle-connection timeout (10 s by default), so a pooled
+            // connection is never reused just as the coordinator closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self { config, device, http, registered: None, stop: Arc::new(AtomicBool::new(false)) }
@@ -243,24 +246,42 @@ impl Worker {
                 if r.status() == StatusCode::CONFLICT {
                     return Ok(Cycle::Dropped { trial_id, reason: "result refused: lease is stale".into() });
                 }
+                if r.status() == StatusCode::UNPROCESSABLE_ENTITY {
+                    // The coordinator found the result impossible and kept the trial leased:
+                    // report it as a failure, so it is retried (up to its attempts) at once.
+                    let reason = r.text().await.unwrap_or_default();
+                    let error = JobError {
+                        message: format!("the coordinator refused the result: {reason}"),
+                        retryable: true,
+                    };
+                    return self.report_failure(trial_id, &grant.lease_token, error).await;
+                }
                 json_or_error::<serde_json::Value>(r).await?;
                 Ok(Cycle::Completed { trial_id, outcome: label })
             }
-            Err(e) => {
-                let body = FailTrial {
-                    lease_token: grant.lease_token.clone(),
-                    error: e.message.clone(),
-                    retryable: e.retryable,
-                };
-                let path = format!("/api/v1/trials/{trial_id}/fail");
-                let r = self.with_retry("fail", || self.post_or_server_error(&path, &body)).await?;
-                if r.status() == StatusCode::CONFLICT {
-                    return Ok(Cycle::Dropped { trial_id, reason: "failure refused: lease is stale".into() });
-                }
-                json_or_error::<serde_json::Value>(r).await?;
-                Ok(Cycle::Failed { trial_id, error: e.message })
-            }
+            Err(e) => self.report_failure(trial_id, &grant.lease_token, e).await,
         }
+    }
+
+    /// Reports that a leased trial could not be trained (or its result was refused).
+    async fn report_failure(
+        &self,
+        trial_id: i64,
+        lease_token: &str,
+        e: JobError,
+    ) -> Result<Cycle, PullError> {
+        let body = FailTrial {
+            lease_token: lease_token.to_owned(),
+            error: e.message.clone(),
+            retryable: e.retryable,
+        };
+        let path = format!("/api/v1/trials/{trial_id}/fail");
+        let r = self.with_retry("fail", || self.post_or_server_error(&path, &body)).await?;
+        if r.status() == StatusCode::CONFLICT {
+            return Ok(Cycle::Dropped { trial_id, reason: "failure refused: lease is stale".into() });
+        }
+        json_or_error::<serde_json::Value>(r).await?;
+        Ok(Cycle::Failed { trial_id, error: e.message })
     }
 
     async fn heartbeat(
@@ -374,10 +395,8 @@ pub fn data_config(proxy: &ProxyBudget, paths: &JobPaths) -> Result<DataConfig, 
     let bad = |message: String| JobError { message, retryable: false };
     let mut source: CorpusSource =
         proxy.corpus.parse().map_err(|e| bad(format!("proxy.corpus `{}`: {e}", proxy.corpus)))?;
-    if let (CorpusSource::Path(path), Some(dir)) = (&source, &paths.data_dir)
-        && path.is_relative()
-    {
-        source = CorpusSource::Path(dir.join(path));
+    if let CorpusSource::Path(path) = &source {
+        source = CorpusSource::Path(confine_corpus(path, paths.data_dir.as_deref())?);
     }
     let mut data = DataConfig::from_source(source);
     data.tokenizer = match proxy.tokenizer.as_str() {
@@ -389,6 +408,70 @@ pub fn data_config(proxy: &ProxyBudget, paths: &JobPaths) -> Result<DataConfig, 
     };
     data.cache_dir = paths.cache_dir.clone();
     Ok(data)
+}
+
+/// Where a job's corpus path leads on this worker: a file or folder inside the data folder (the
+/// working directory when none is set), and nowhere else. The path must be relative without
+/// `..`; resolved, with every symbolic link followed, it must still be inside the folder and be
+/// a regular file or a folder (never a device such as `/dev/zero`). Breaking that is a
+/// non-retryable failure (the spec is at fault); a corpus that does not exist here may exist on
+/// another worker, so that one is retryable.
+fn confine_corpus(
+    path: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> Result<std::path::PathBuf, JobError> {
+    use std::path::Component;
+    let refuse = |reason: &str| JobError {
+        message: format!(
+            "proxy.corpus `{}` {reason}; corpus paths are confined to the data folder",
+            path.display()
+        ),
+        retryable: false,
+    };
+    if path.as_os_str().is_empty()
+        || path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(refuse("must be a relative path without `..`"));
+    }
+    let base = match data_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir()
+            .map_err(|e| JobError { message: format!("no working directory: {e}"), retryable: true })?,
+    };
+    // Named as configured in messages, so they match what the operator set.
+    let joined = base.join(path);
+    let base = base.canonicalize().map_err(|e| JobError {
+        message: format!("data folder {} is not usable: {e}", base.display()),
+        retryable: true,
+    })?;
+    let resolved = match base.join(path).canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(JobError {
+                message: format!("corpus path {} does not exist", joined.display()),
+                retryable: true,
+            });
+        }
+        Err(e) => {
+            return Err(JobError {
+                message: format!("corpus path {}: {e}", joined.display()),
+                retryable: true,
+            });
+        }
+    };
+    if !resolved.starts_with(&base) {
+        return Err(refuse("leads outside the data folder (through a symbolic link)"));
+    }
+    let kind = std::fs::metadata(&resolved)
+        .map_err(|e| JobError {
+            message: format!("corpus path {}: {e}", resolved.display()),
+            retryable: true,
+        })?
+        .file_type();
+    if !(kind.is_file() || kind.is_dir()) {
+        return Err(refuse("is neither a regular file nor a folder"));
+    }
+    Ok(resolved)
 }
 
 /// The trainer settings a job describes.
@@ -524,8 +607,11 @@ mod tests {
 
     #[test]
     fn unknown_tokenizers_are_refused_for_good() {
-        let proxy =
-            ProxyBudget { tokenizer: "sentencepiece".into(), corpus: "x".into(), ..ProxyBudget::default() };
+        let proxy = ProxyBudget {
+            tokenizer: "sentencepiece".into(),
+            corpus: "synthetic:in_context_recall".into(),
+            ..ProxyBudget::default()
+        };
         let e = data_config(&proxy, &JobPaths::default()).unwrap_err();
         assert!(!e.retryable);
         assert!(e.message.contains("sentencepiece"));
@@ -539,17 +625,52 @@ mod tests {
         assert_eq!(failure_backoff(u32::MAX, max), max);
     }
 
+    /// The corpus a job with `corpus` would read on a worker whose data folder is `data_dir`.
+    fn corpus_at(corpus: &str, data_dir: &std::path::Path) -> Result<CorpusSource, JobError> {
+        let proxy = ProxyBudget { corpus: corpus.into(), ..ProxyBudget::default() };
+        let paths = JobPaths { cache_dir: None, data_dir: Some(data_dir.into()) };
+        data_config(&proxy, &paths).map(|d| d.corpus)
+    }
+
     #[test]
     fn relative_corpus_paths_are_read_from_the_data_dir() {
-        let at = |corpus: &str, data_dir: Option<&str>| {
-            let proxy = ProxyBudget { corpus: corpus.into(), ..ProxyBudget::default() };
-            let paths = JobPaths { cache_dir: None, data_dir: data_dir.map(Into::into) };
-            data_config(&proxy, &paths).expect("a valid corpus").corpus
-        };
-        let path = |p: &str| CorpusSource::Path(p.into());
-        assert_eq!(at("books/a.txt", Some("/data")), path("/data/books/a.txt"));
-        assert_eq!(at("/srv/a.txt", Some("/data")), path("/srv/a.txt"));
-        assert_eq!(at("books/a.txt", None), path("books/a.txt"));
-        assert!(matches!(at("synthetic:in_context_recall", Some("/data")), CorpusSource::Synthetic(_)));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(data.join("books")).unwrap();
+        std::fs::write(data.join("books/a.txt"), "text").unwrap();
+        let path = |p: std::path::PathBuf| CorpusSource::Path(p);
+        assert_eq!(corpus_at("books/a.txt", &data).unwrap(), path(data.join("books/a.txt")));
+        assert_eq!(corpus_at("./books", &data).unwrap(), path(data.join("books")));
+        assert!(matches!(corpus_at("synthetic:in_context_recall", &data), Ok(CorpusSource::Synthetic(_))));
+        // Missing here may be present on another worker: retried.
+        let missing = corpus_at("books/b.txt", &data).unwrap_err();
+        assert!(missing.retryable && missing.message.contains("does not exist"), "{missing:?}");
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn corpus_paths_cannot_leave_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "not for training").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), data.join("escape.txt")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", data.join("zeros")).unwrap();
+        std::os::unix::fs::symlink("/etc", data.join("etc")).unwrap();
+        for corpus in [
+            "/etc/passwd",
+            "/dev/zero",
+            "/proc/self/environ",
+            "../secret.txt",
+            "../../../../etc/passwd",
+            "books/../../secret.txt",
+            "escape.txt",
+            "zeros",
+            "etc/passwd",
+        ] {
+            let e = corpus_at(corpus, &data).unwrap_err();
+            assert!(!e.retryable, "{corpus}: {e:?}");
+            assert!(e.message.contains("confined to the data folder"), "{corpus}: {}", e.message);
+        }
     }
 }
