@@ -10,7 +10,11 @@ use search_space::{Architecture, ValidationErrors};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::spec::{MAX_KEY_CHARS, NOT_BLANK, ProxyBudget, TEXT, text_problem};
+use crate::spec::{MAX_KEY_CHARS, ProxyBudget, TEXT, text_problem};
+
+/// An id or key (a worker id, a device fingerprint): at least one character that is not
+/// whitespace, and no control characters (what [`key_problem`] checks, as a JSON Schema pattern).
+pub const KEY: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$";
 
 /// Largest step, token or parameter count a worker may report (10^15: far beyond any proxy run).
 pub const MAX_COUNT: u64 = 1_000_000_000_000_000;
@@ -42,7 +46,7 @@ pub const MAX_LEASE_TOKEN_CHARS: usize = MAX_KEY_CHARS;
 #[serde(deny_unknown_fields)]
 pub struct DeviceInfo {
     /// Stable key of the (machine, accelerator, software stack): backend, device model, threads.
-    #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(NOT_BLANK))]
+    #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(KEY))]
     pub fingerprint: String,
     /// For people, e.g. `cpu (flex, 2 threads)` or `NVIDIA H200`.
     #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
@@ -109,7 +113,7 @@ fn check_count(errs: &mut ValidationErrors, path: &str, value: u64) {
 #[serde(deny_unknown_fields)]
 pub struct RegisterWorker {
     /// A stable id chosen by the worker (hostname plus a suffix); re-registering updates it.
-    #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(NOT_BLANK))]
+    #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(KEY))]
     pub worker_id: String,
     #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub hostname: String,
@@ -130,7 +134,7 @@ pub struct Registered {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeaseRequest {
-    #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(NOT_BLANK))]
+    #[schemars(length(min = 1, max = MAX_KEY_CHARS), pattern(KEY))]
     pub worker_id: String,
     /// Long-poll: wait up to this long for a trial (capped by the coordinator).
     #[serde(default)]
