@@ -16,7 +16,7 @@ use serde_json::Value;
 use worker::pull::{Worker, WorkerConfig};
 use worker::run::DeviceChoice;
 
-use crate::service::{init_tracing, leaderboard_table, read_spec, runtime, write_export};
+use crate::service::{init_tracing, leaderboard_table, parse_spec, runtime, write_export};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -99,7 +99,8 @@ async fn run_async(args: RunArgs) -> Result<String> {
             None
         }
         (Some(path), None) => {
-            let mut spec = read_spec(path)?;
+            // Validated once the corpus is in the form the coordinator takes.
+            let mut spec = parse_spec(path)?;
             if let Some(c) = &args.corpus {
                 spec.proxy.corpus = c.clone();
             }
@@ -112,6 +113,7 @@ async fn run_async(args: RunArgs) -> Result<String> {
                 data_dir = Some(dir);
                 spec.proxy.corpus = name;
             }
+            spec.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             // A sweep's table serves the recommendation printed at the end.
             let needs_table = spec.target.latency_budget_ms.is_some()
                 || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. } | api::Algorithm::Sweep { .. });

@@ -236,11 +236,16 @@ impl Client {
 
 /// Reads and validates a spec file (TOML or JSON), naming the field at fault.
 pub fn read_spec(path: &Path) -> Result<SearchSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let spec = SearchSpec::from_file_text(&path.to_string_lossy(), &text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let spec = parse_spec(path)?;
     spec.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(spec)
+}
+
+/// A spec file parsed but not yet validated (for callers that change it first).
+pub fn parse_spec(path: &Path) -> Result<SearchSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    SearchSpec::from_file_text(&path.to_string_lossy(), &text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[derive(Debug, Args)]
