@@ -101,7 +101,7 @@ seed_data() {
     api POST /api/v1/workers/register "$FRONTIER_WORKER_TOKEN" \
         '{"worker_id": "seed-worker", "hostname": "localhost", "device": {"fingerprint": "cpu-seed", "name": "cpu", "kind": "cpu"}}' >/dev/null
     api POST /api/v1/devices/cpu-seed/lut "$FRONTIER_WORKER_TOKEN" \
-        '[{"setting_key": "batch=1,prompt=16,gen=32", "op_key": "ffn", "median_ms": 0.1, "p10_ms": 0.09, "p90_ms": 0.11, "repeats": 5}]' >/dev/null
+        '[{"setting_key": "batch=1,prompt=16,gen=32", "op_key": "ffn:hidden=64,intermediate=192", "median_ms": 0.1, "p10_ms": 0.09, "p90_ms": 0.11, "repeats": 5}]' >/dev/null
     local lease trial token
     lease="$(api POST /api/v1/workers/lease "$FRONTIER_WORKER_TOKEN" '{"worker_id": "seed-worker", "wait_ms": 0}')"
     trial="$(echo "$lease" | json_field trial_id)"
@@ -109,7 +109,7 @@ seed_data() {
     api POST "/api/v1/trials/$trial/heartbeat" "$FRONTIER_WORKER_TOKEN" \
         "{\"lease_token\": \"$token\", \"progress\": {\"step\": 1, \"steps\": 32, \"tokens\": 128, \"loss\": 5.5, \"tokens_per_s\": 1000.0}}" >/dev/null
     api POST "/api/v1/trials/$trial/complete" "$FRONTIER_WORKER_TOKEN" \
-        "{\"lease_token\": \"$token\", \"metrics\": {\"outcome\": \"completed\", \"val_loss\": 2.5, \"ppl\": 12.2,
+        "{\"lease_token\": \"$token\", \"metrics\": {\"outcome\": \"completed\", \"val_loss\": 2.5, \"ppl\": 12.182494,
           \"train_loss\": 2.4, \"steps\": 32, \"tokens\": 4096, \"tokens_per_s\": 1000.0, \"train_seconds\": 4.1,
           \"params\": 100000, \"loss_curve\": [[0, 5.5], [31, 2.4]], \"device\": \"cpu-seed\"}}" >/dev/null
 }

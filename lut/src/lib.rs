@@ -10,7 +10,8 @@
 //! - [`table`]: [`LutEntry`], [`Lut`] and the estimator (sum over layers and steps, attention
 //!   integrated over context, interpolation over width, [`Unscorable`] when entries are missing);
 //! - [`calibration`]: the fit from raw estimates to measured latency;
-//! - [`fidelity`]: Spearman, Kendall τ, MAPE and the shares within ±5 % / ±10 %.
+//! - [`fidelity`]: Spearman, Kendall τ, MAPE and the shares within ±5 % / ±10 %;
+//! - [`row`]: a row as stored or uploaded (text keys, numbers), checked and parsed into an entry.
 //!
 //! # Runtime model
 //! Pure: no IO, no async, no database. The coordinator stores entries under the canonical key
@@ -18,11 +19,13 @@
 
 pub mod calibration;
 pub mod fidelity;
+pub mod row;
 pub mod shape;
 pub mod table;
 
 pub use calibration::{Calibration, CalibrationError, CalibrationSample, GROUPS, RawCost};
 pub use fidelity::{Fidelity, fidelity};
+pub use row::{RawRow, RowError, parse_row};
 pub use shape::{OpShape, ShapeError, shapes_for};
 pub use table::{Breakdown, Estimate, Lut, LutEntry, LutKey, Unscorable};
 

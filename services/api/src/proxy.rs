@@ -204,8 +204,8 @@ impl ProxyBudget {
 }
 
 /// What is wrong with a name a worker resolves under its data folder, if anything: it must be
-/// relative, without `..`, empty or `.` parts, and without control characters, so it cannot
-/// leave that folder.
+/// relative, without `..` parts and without control characters, so it cannot leave that folder
+/// (the worker checks again where the name leads, symbolic links included).
 pub fn data_path_problem(path: &str) -> Option<String> {
     if path.is_empty() {
         return Some("must not be empty".to_owned());
@@ -213,17 +213,15 @@ pub fn data_path_problem(path: &str) -> Option<String> {
     if path.chars().any(char::is_control) {
         return Some("must not contain control characters".to_owned());
     }
+    // `\\server` and `C:` are absolute elsewhere; a spec is read by workers on any system.
     if path.starts_with('/') || path.starts_with('\\') || path.as_bytes().get(1) == Some(&b':') {
-        return Some(format!("`{}` must be relative to the worker's data folder, not absolute", shown(path)));
+        return Some(format!(
+            "`{}` must be relative to the workers' data folder (--data-dir), not absolute",
+            shown(path)
+        ));
     }
-    let parts: Vec<&str> = path.split(['/', '\\']).collect();
-    if parts.contains(&"..") {
-        return Some(format!("`{}` must stay inside the worker's data folder (no `..`)", shown(path)));
-    }
-    // A trailing slash names a folder; empty or `.` parts elsewhere only obscure the name.
-    let inner = &parts[..parts.len() - usize::from(parts.len() > 1 && parts.last() == Some(&""))];
-    if inner.iter().any(|part| part.is_empty() || *part == ".") {
-        return Some(format!("`{}` has an empty or `.` part", shown(path)));
+    if path.split(['/', '\\']).any(|part| part == "..") {
+        return Some(format!("`{}` must stay inside the workers' data folder (no `..`)", shown(path)));
     }
     None
 }
@@ -328,7 +326,10 @@ impl FromStr for CorpusRef {
                 Some(problem) => Err(format!("shard set {problem}")),
             };
         }
-        Ok(CorpusRef::Path(s.to_owned()))
+        match data_path_problem(s) {
+            None => Ok(CorpusRef::Path(s.to_owned())),
+            Some(problem) => Err(format!("corpus path {problem}")),
+        }
     }
 }
 
@@ -425,10 +426,10 @@ mod tests {
 
     #[test]
     fn data_names_must_stay_inside_the_data_folder() {
-        for good in ["corpus.txt", "books/", "a/b/c.jsonl", "shards-v1"] {
+        for good in ["corpus.txt", "books/", "a/b/c.jsonl", "shards-v1", ".", "./a", "a..b"] {
             assert_eq!(data_path_problem(good), None, "{good}");
         }
-        for bad in ["/etc/passwd", "../../etc/shadow", "a/../../b", "a//b", "./a", "C:\\x", "a\nb", ""] {
+        for bad in ["/etc/passwd", "../../etc/shadow", "a/../../b", "C:\\x", "a\nb", ""] {
             assert!(data_path_problem(bad).is_some(), "{bad:?}");
         }
         assert_eq!("shards:web-v1".parse(), Ok(CorpusRef::Shards("web-v1".into())));

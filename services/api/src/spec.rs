@@ -188,7 +188,9 @@ fn default_max_attempts() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// Device fingerprint whose latency table scores candidates. `None`: the coordinator's local
-    /// device in `frontier run`, otherwise the only device with a table for the setting.
+    /// device in `frontier run`, otherwise the only device with a table for the setting (the
+    /// search is then pinned to it when created). When several devices have a table for the
+    /// setting, a search that needs latencies must name one here (422 otherwise).
     #[serde(default)]
     #[schemars(length(max = MAX_KEY_CHARS), pattern(TEXT))]
     pub device: Option<String>,
@@ -682,6 +684,30 @@ impl SearchSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn corpus_paths_stay_relative_and_inside_the_data_folder() {
+        use crate::proxy::CorpusRef;
+        for ok in ["corpus.txt", "books/a.jsonl", "./books", ".", "a..b.txt", "synthetic:in_context_recall"] {
+            assert!(ok.parse::<CorpusRef>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "/etc/passwd",
+            "/dev/zero",
+            "/proc/self/environ",
+            "../../etc/shadow",
+            "books/../../x",
+            "..",
+            "\\\\server\\share",
+            "C:\\data",
+            "books\\..\\..\\x",
+            "a\nb",
+            "a\u{1b}b",
+            "shards:../x",
+        ] {
+            assert!(bad.parse::<CorpusRef>().is_err(), "{bad:?}");
+        }
+    }
 
     fn example(name: &str) -> SearchSpec {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(name);

@@ -23,6 +23,40 @@ pub async fn load(
     Ok(load_table(store, device, setting).await?.map(|t| t.map(|t| Box::new(t) as Box<dyn LatencyModel>)))
 }
 
+/// The device whose table a target names: `device` itself, or the only device with a table for
+/// `setting` when `device` is `None`. `Ok(Ok(None))`: no device has one; `Ok(Err(reason))`:
+/// several do, and the reason tells the user to name one in `target.device`.
+pub async fn resolve_device(
+    store: &Store,
+    device: Option<&str>,
+    setting: &DeploymentSetting,
+) -> Result<Result<Option<String>, String>, StoreError> {
+    if let Some(d) = device {
+        return Ok(Ok(Some(d.to_owned())));
+    }
+    let key = setting.key();
+    let devices = store.devices_with_lut(&key).await?;
+    Ok(match devices.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        many => {
+            let shown: Vec<&str> = many.iter().take(5).map(String::as_str).collect();
+            let more = if many.len() > shown.len() {
+                format!(" and {} more", many.len() - shown.len())
+            } else {
+                String::new()
+            };
+            Err(format!(
+                "{} devices have a latency table for `{key}` ({}{more}), so a search without \
+                 target.device cannot tell which one it targets; name one in target.device \
+                 (GET /api/v1/devices lists them)",
+                many.len(),
+                shown.join(", ")
+            ))
+        }
+    })
+}
+
 /// As [`load`], but the table itself (for per-layer breakdowns).
 pub async fn load_table(
     store: &Store,
@@ -30,19 +64,10 @@ pub async fn load_table(
     setting: &DeploymentSetting,
 ) -> Result<Result<Option<lut::Lut>, String>, StoreError> {
     let key = setting.key();
-    let devices = match device {
-        Some(d) => vec![d.to_owned()],
-        None => store.devices_with_lut(&key).await?,
-    };
-    let device = match devices.as_slice() {
-        [] => return Ok(Ok(None)),
-        [one] => one.clone(),
-        many => {
-            return Ok(Err(format!(
-                "several devices have a latency table for `{key}` ({}); name one in target.device",
-                many.join(", ")
-            )));
-        }
+    let device = match resolve_device(store, device, setting).await? {
+        Ok(Some(d)) => d,
+        Ok(None) => return Ok(Ok(None)),
+        Err(reason) => return Ok(Err(reason)),
     };
     let rows = store.lut_entries(&device, &key).await?;
     if rows.is_empty() {
@@ -59,7 +84,7 @@ pub async fn load_table(
         },
         None => None,
     };
-    Ok(table_from_rows(&device, setting, &rows, calibration).map(Some))
+    Ok(Ok(Some(table_from_rows(&device, setting, &rows, calibration))))
 }
 
 impl LatencyModel for lut::Lut {
@@ -68,29 +93,41 @@ impl LatencyModel for lut::Lut {
     }
 }
 
-/// Builds the in-memory table from stored rows.
-fn table_from_rows(
+/// Builds the in-memory table from stored rows, each checked by [`lut::parse_row`] exactly as an
+/// upload is. A row that fails (stored before uploads were checked) is left out with a warning,
+/// so one bad row can never fail a search; it stays in the store until an admin deletes it.
+pub fn table_from_rows(
     device: &str,
     setting: &DeploymentSetting,
     rows: &[crate::store::LutEntryRow],
     calibration: Option<lut::Calibration>,
-) -> Result<lut::Lut, String> {
+) -> lut::Lut {
     let mut entries = Vec::with_capacity(rows.len());
     for r in rows {
-        let op = r.op_key.parse().map_err(|e| {
-            format!("stored latency entry `{}` of device `{device}` does not parse: {e}", r.op_key)
-        })?;
-        entries.push(lut::LutEntry {
-            op,
+        let raw = lut::RawRow {
+            setting_key: &r.setting_key,
+            op_key: &r.op_key,
             median_ms: r.median_ms,
             p10_ms: r.p10_ms,
             p90_ms: r.p90_ms,
-            repeats: u32::try_from(r.repeats).unwrap_or(u32::MAX),
-        });
+            repeats: r.repeats,
+        };
+        match lut::parse_row(&raw) {
+            Ok((_, entry)) => entries.push(entry),
+            // Debug formatting escapes the keys: a newline in one cannot forge a log line.
+            Err(e) => tracing::warn!(
+                device = ?device,
+                setting = ?r.setting_key,
+                op = ?r.op_key,
+                problem = %e,
+                "skipping a stored latency entry that does not parse; \
+                 DELETE /api/v1/devices/{{fingerprint}}/lut removes it"
+            ),
+        }
     }
     let table = lut::Lut::from_entries(device, *setting, entries);
-    Ok(match calibration {
+    match calibration {
         Some(c) => table.with_calibration(c),
         None => table,
-    })
+    }
 }

@@ -17,7 +17,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use crate::http::candidates::CandidateDetail;
-use crate::http::devices::{DeviceList, LutStored, LutTable, UploadedEntry};
+use crate::http::devices::{DeviceList, LutDeleted, LutStored, LutTable, UploadedEntry};
 use crate::http::ops::{Health, Ready};
 use crate::http::searches::{LeaderboardPage, ParetoView, SearchView};
 use crate::http::workers::TrialAck;
@@ -153,6 +153,9 @@ impl Operation {
         if self.request.is_some() {
             out.extend([400, 413, 422]);
         }
+        // Any request: one that takes longer than the request timeout, or one that arrives while
+        // the server is at its concurrency limit.
+        out.extend([408, 503]);
         out.sort_unstable();
         out.dedup();
         out
@@ -190,6 +193,10 @@ fn cursor() -> Value {
 
 fn export_format() -> Value {
     json!({ "type": "string", "enum": ["frontier", "nemotron-flash"], "default": "frontier" })
+}
+
+fn op_key() -> Value {
+    json!({ "type": "string", "minLength": 1, "maxLength": 4 * MAX_KEY_CHARS, "pattern": NOT_BLANK })
 }
 
 fn setting() -> Value {
@@ -470,6 +477,38 @@ pub const OPERATIONS: &[Operation] = &[
         links: &[],
     },
     Operation {
+        method: "delete",
+        path: "/api/v1/devices/{fingerprint}/lut",
+        operation_id: "deleteLut",
+        tag: "devices",
+        summary: "Delete a device's latency tables: all of them, one setting's, or one row (404 for an \
+                  unknown device)",
+        auth: Auth::Admin,
+        params: &[
+            FINGERPRINT,
+            Param {
+                name: "setting",
+                location: "query",
+                required: false,
+                description: "Only this deployment setting's table (and its calibrations); every \
+                              setting's when absent. One that does not parse is a 400.",
+                schema: setting,
+            },
+            Param {
+                name: "op",
+                location: "query",
+                required: false,
+                description: "Only the row with this operator key, matched as stored text (so a row \
+                              that does not parse can be removed); calibrations are kept.",
+                schema: op_key,
+            },
+        ],
+        request: None,
+        success: &[(200, "how many entries were deleted", Body::Json(schema::<LutDeleted>))],
+        errors: &[400, 404],
+        links: &[],
+    },
+    Operation {
         method: "post",
         path: "/api/v1/workers/register",
         operation_id: "registerWorker",
@@ -568,8 +607,8 @@ pub const OPERATIONS: &[Operation] = &[
         path: "/metrics",
         operation_id: "metrics",
         tag: "operations",
-        summary: "Prometheus metrics",
-        auth: Auth::None,
+        summary: "Prometheus metrics (behind a token when reads are protected)",
+        auth: Auth::Read,
         params: NO_PARAMS,
         request: None,
         success: &[(200, "Prometheus text exposition format 0.0.4", Body::Metrics)],
@@ -605,9 +644,10 @@ fn error_description(status: u16) -> &'static str {
         409 => {
             "conflict with the resource's state (a stale lease, a search that already ended, a fit of a search that is not a sweep)"
         }
+        408 => "the request took longer than the server's request timeout",
         413 => "request body over the size limit",
         422 => "a field is invalid; `fields` names each one by its path",
-        503 => "the database is unreachable",
+        503 => "the database is unreachable, or the server is at its concurrency limit (see `Retry-After`)",
         _ => "error",
     }
 }

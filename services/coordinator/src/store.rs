@@ -713,7 +713,9 @@ impl Store {
     }
 
     /// Extends a lease to `now_ms + ttl_ms` and returns the new expiry.
-    #[tracing::instrument(skip_all, fields(trial_id = trial_id), err)]
+    // A stale lease is an expected answer (a worker that lost its lease), not a fault:
+    // logged as a warning. Real failures are logged as errors where they are answered.
+    #[tracing::instrument(skip_all, fields(trial_id = trial_id), err(level = "warn"))]
     pub async fn heartbeat(
         &self,
         trial_id: i64,
@@ -740,7 +742,9 @@ impl Store {
     /// A non-finite loss or perplexity marks the trial `diverged` with no metrics: the
     /// architecture has been evaluated, and NaN cannot be stored portably (SQLite reads it back as
     /// NULL).
-    #[tracing::instrument(skip_all, fields(trial_id = trial_id), err)]
+    // A stale lease is an expected answer (a worker that lost its lease), not a fault:
+    // logged as a warning. Real failures are logged as errors where they are answered.
+    #[tracing::instrument(skip_all, fields(trial_id = trial_id), err(level = "warn"))]
     pub async fn complete_trial(
         &self,
         trial_id: i64,
@@ -1394,7 +1398,9 @@ impl Store {
     /// Records that a worker could not train a trial. While attempts remain and the error is
     /// retryable the trial is queued again; otherwise it fails, and so does its candidate unless
     /// another rung scored it. Fenced by the lease token like [`Store::complete_trial`].
-    #[tracing::instrument(skip_all, fields(trial_id = trial_id), err)]
+    // A stale lease is an expected answer (a worker that lost its lease), not a fault:
+    // logged as a warning. Real failures are logged as errors where they are answered.
+    #[tracing::instrument(skip_all, fields(trial_id = trial_id), err(level = "warn"))]
     pub async fn fail_trial(
         &self,
         trial_id: i64,

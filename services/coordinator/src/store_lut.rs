@@ -110,6 +110,42 @@ impl Store {
         rows.iter().map(lut_entry_from_row).collect()
     }
 
+    /// Deletes latency entries of `device` in one transaction: every setting's, or only
+    /// `setting_key`'s, or only the one row keyed `op_key` (matched as stored text, so a row that
+    /// does not parse can be named). Calibrations of a deleted table go with it (not when a
+    /// single row is deleted). Returns how many entries were deleted.
+    pub async fn delete_lut_entries(
+        &self,
+        device: &str,
+        setting_key: Option<&str>,
+        op_key: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let deleted = sqlx::query(
+            "DELETE FROM lut_entries WHERE device = $1
+             AND (CAST($2 AS TEXT) IS NULL OR setting_key = $2)
+             AND (CAST($3 AS TEXT) IS NULL OR op_key = $3)",
+        )
+        .bind(device)
+        .bind(setting_key)
+        .bind(op_key)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if op_key.is_none() {
+            sqlx::query(
+                "DELETE FROM lut_calibrations WHERE device = $1
+                 AND (CAST($2 AS TEXT) IS NULL OR setting_key = $2)",
+            )
+            .bind(device)
+            .bind(setting_key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     /// Records a calibration; it becomes the one in use for its device and setting.
     pub async fn put_lut_calibration(
         &self,

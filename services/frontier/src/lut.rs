@@ -318,19 +318,15 @@ fn rows(device: &str, setting: &DeploymentSetting, entries: &[LutEntry]) -> Vec<
 /// The stored table of a device and setting, with its calibration when one is stored.
 async fn load_lut(store: &Store, device: &str, setting: &DeploymentSetting) -> Result<Lut> {
     let rows = store.lut_entries(device, &setting.key()).await?;
-    let mut entries = Vec::with_capacity(rows.len());
-    for r in rows {
-        let op: OpShape = r.op_key.parse().with_context(|| format!("stored entry of {device}"))?;
-        let repeats = u32::try_from(r.repeats).unwrap_or(0);
-        entries.push(LutEntry { op, median_ms: r.median_ms, p10_ms: r.p10_ms, p90_ms: r.p90_ms, repeats });
-    }
-    let mut lut = Lut::from_entries(device, *setting, entries);
-    if let Some(c) = store.lut_calibration(device, &setting.key()).await? {
-        let calibration: Calibration =
-            serde_json::from_value(c.coefficients).context("stored calibration is malformed")?;
-        lut = lut.with_calibration(calibration);
-    }
-    Ok(lut)
+    let calibration = match store.lut_calibration(device, &setting.key()).await? {
+        Some(c) => Some(
+            serde_json::from_value::<Calibration>(c.coefficients)
+                .context("stored calibration is malformed")?,
+        ),
+        None => None,
+    };
+    // The coordinator's reading of stored rows: one that does not parse is skipped with a warning.
+    Ok(coordinator::latency::table_from_rows(device, setting, &rows, calibration))
 }
 
 async fn profile_cmd(args: ProfileArgs) -> Result<String> {

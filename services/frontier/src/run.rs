@@ -16,7 +16,7 @@ use serde_json::Value;
 use worker::pull::{Worker, WorkerConfig};
 use worker::run::DeviceChoice;
 
-use crate::service::{init_tracing, leaderboard_table, read_spec, runtime, write_export};
+use crate::service::{init_tracing, leaderboard_table, parse_spec, runtime, write_export};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -32,9 +32,14 @@ pub struct RunArgs {
     /// Local workers to start.
     #[arg(long, default_value_t = 1)]
     workers: u32,
-    /// Training corpus, overriding the spec's `proxy.corpus` (a path, or synthetic:TASKS).
+    /// Training corpus, overriding the spec's `proxy.corpus` (a file or folder, or
+    /// synthetic:TASKS). A path is read by the local workers from its own folder.
     #[arg(long)]
     corpus: Option<String>,
+    /// Folder the local workers read a spec's relative `proxy.corpus` from (default: the working
+    /// directory). Not needed with `--corpus PATH`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// Where the winner is exported.
     #[arg(long, short = 'o', default_value = "frontier-out")]
     out: PathBuf,
@@ -47,6 +52,22 @@ pub struct RunArgs {
     /// Where the local coordinator (and its web UI) listens; a free local port by default.
     #[arg(long, default_value = "127.0.0.1:0")]
     bind: std::net::SocketAddr,
+}
+
+/// A corpus path given on this machine (absolute, or relative to the working directory) as the
+/// folder it is in and its name there: the local workers read the name from that folder.
+/// `None` for synthetic tasks.
+fn local_corpus(corpus: &str) -> Result<Option<(PathBuf, String)>> {
+    if corpus.starts_with(api::accuracy::SYNTHETIC_PREFIX) {
+        return Ok(None);
+    }
+    let path = std::path::Path::new(corpus)
+        .canonicalize()
+        .with_context(|| format!("corpus {corpus} cannot be read"))?;
+    match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        (Some(dir), Some(name)) => Ok(Some((dir.to_path_buf(), name.to_owned()))),
+        _ => bail!("corpus {corpus}: give a file or a folder below the root, with a UTF-8 name"),
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<String> {
@@ -66,7 +87,9 @@ async fn run_async(args: RunArgs) -> Result<String> {
         .with_context(|| format!("cannot open the store at {}", args.database_url))?;
     let device = crate::service::device_info(args.device)?;
 
-    // The search to run: a new one from the spec, or one to resume.
+    // The search to run: a new one from the spec, or one to resume. A corpus path reaches the
+    // coordinator relative to the local workers' data folder, as it would on a cluster.
+    let mut data_dir = args.data_dir.clone();
     let spec_value: Option<Value> = match (&args.spec, args.resume) {
         (_, Some(id)) => {
             let row = store.get_search(id).await?.with_context(|| format!("search {id} does not exist"))?;
@@ -76,13 +99,21 @@ async fn run_async(args: RunArgs) -> Result<String> {
             None
         }
         (Some(path), None) => {
-            let mut spec = read_spec(path)?;
+            // Validated once the corpus is in the form the coordinator takes.
+            let mut spec = parse_spec(path)?;
             if let Some(c) = &args.corpus {
                 spec.proxy.corpus = c.clone();
             }
             if spec.proxy.corpus.trim().is_empty() {
                 bail!("the spec names no corpus: set proxy.corpus or pass --corpus");
             }
+            if (args.corpus.is_some() || spec.proxy.corpus.parse::<api::proxy::CorpusRef>().is_err())
+                && let Some((dir, name)) = local_corpus(&spec.proxy.corpus)?
+            {
+                data_dir = Some(dir);
+                spec.proxy.corpus = name;
+            }
+            spec.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             // A sweep's table serves the recommendation printed at the end.
             let needs_table = spec.target.latency_budget_ms.is_some()
                 || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. } | api::Algorithm::Sweep { .. });
@@ -145,7 +176,7 @@ async fn run_async(args: RunArgs) -> Result<String> {
             worker_id: format!("local-{i}"),
             device: args.device,
             cache_dir: Some(std::env::temp_dir().join("frontier-cache")),
-            data_dir: None,
+            data_dir: data_dir.clone(),
             // Used when the spec sets `proxy.checkpoint_every`: a run interrupted and resumed
             // (`--resume`) then continues its trials where they stopped.
             checkpoint_dir: Some(std::env::temp_dir().join("frontier-checkpoints")),

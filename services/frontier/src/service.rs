@@ -35,6 +35,24 @@ pub struct ServeArgs {
     /// Seconds a lease lasts without a heartbeat.
     #[arg(long, env = "FRONTIER_LEASE_TTL_S", default_value_t = 60)]
     lease_ttl_s: u64,
+    /// Seconds a request may take, body included, before it is answered 408 (lease long-polls
+    /// wait at most half of it).
+    #[arg(long, env = "FRONTIER_REQUEST_TIMEOUT_S", default_value_t = 60)]
+    request_timeout_s: u64,
+    /// Seconds a connection may take to send a request's headers, or stay idle between
+    /// requests, before it is closed.
+    #[arg(long, env = "FRONTIER_HEADER_TIMEOUT_S", default_value_t = 10)]
+    header_timeout_s: u64,
+    /// Most connections served at once.
+    #[arg(long, env = "FRONTIER_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Most requests handled at once; more are answered 503 with Retry-After.
+    #[arg(long, env = "FRONTIER_MAX_CONCURRENT_REQUESTS", default_value_t = 512)]
+    max_concurrent_requests: usize,
+    /// Mark the web UI's sign-in cookie Secure (it is whenever a proxy sends
+    /// `X-Forwarded-Proto: https`).
+    #[arg(long, env = "FRONTIER_SECURE_COOKIES")]
+    secure_cookies: bool,
 }
 
 fn check_token(name: &str, token: &str) -> Result<()> {
@@ -63,12 +81,23 @@ pub fn serve(args: ServeArgs) -> Result<String> {
     if args.lease_ttl_s == 0 {
         bail!("--lease-ttl-s must be at least 1");
     }
+    if args.request_timeout_s < 2 || args.header_timeout_s == 0 {
+        bail!("--request-timeout-s must be at least 2 and --header-timeout-s at least 1");
+    }
+    if args.max_connections == 0 || args.max_concurrent_requests == 0 {
+        bail!("--max-connections and --max-concurrent-requests must be at least 1");
+    }
     init_tracing();
     runtime()?.block_on(async {
         let store = coordinator::Store::connect(&args.database_url).await.context("cannot open the store")?;
         let mut config = ApiConfig::new(args.admin_token, args.worker_token);
         config.protect_reads = args.protect_reads;
         config.lease_ttl = Duration::from_secs(args.lease_ttl_s);
+        config.request_timeout = Duration::from_secs(args.request_timeout_s);
+        config.header_read_timeout = Duration::from_secs(args.header_timeout_s);
+        config.max_connections = args.max_connections;
+        config.max_concurrent_requests = args.max_concurrent_requests;
+        config.secure_cookies = args.secure_cookies;
         let app = Application::build(store, config, args.bind)
             .await
             .with_context(|| format!("cannot listen on {}", args.bind))?;
@@ -97,8 +126,8 @@ pub struct WorkerArgs {
     /// Cache for tokenized corpora and trained tokenizers.
     #[arg(long, env = "FRONTIER_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
-    /// Folder that relative `proxy.corpus` paths in search specs are read from (default: the
-    /// working directory), e.g. where a container mounts its data.
+    /// Folder that `proxy.corpus` paths in search specs are read from, and confined to (default:
+    /// the working directory), e.g. where a container mounts its data.
     #[arg(long, env = "FRONTIER_DATA_DIR")]
     data_dir: Option<PathBuf>,
     /// Where trials save checkpoints when their spec sets `proxy.checkpoint_every`: local disk,
@@ -213,11 +242,16 @@ impl Client {
 
 /// Reads and validates a spec file (TOML or JSON), naming the field at fault.
 pub fn read_spec(path: &Path) -> Result<SearchSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let spec = SearchSpec::from_file_text(&path.to_string_lossy(), &text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let spec = parse_spec(path)?;
     spec.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     Ok(spec)
+}
+
+/// A spec file parsed but not yet validated (for callers that change it first).
+pub fn parse_spec(path: &Path) -> Result<SearchSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    SearchSpec::from_file_text(&path.to_string_lossy(), &text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 #[derive(Debug, Args)]

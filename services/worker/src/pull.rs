@@ -87,6 +87,9 @@ impl Worker {
     pub fn new(config: WorkerConfig, device: DeviceInfo) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            // Below the coordinator's idle-connection timeout (10 s by default), so a pooled
+            // connection is never reused just as the coordinator closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         Self { config, device, http, registered: None, stop: Arc::new(AtomicBool::new(false)) }
@@ -267,26 +270,50 @@ impl Worker {
                 if r.status() == StatusCode::CONFLICT {
                     return Ok(Cycle::Dropped { trial_id, reason: "result refused: lease is stale".into() });
                 }
+                if r.status() == StatusCode::UNPROCESSABLE_ENTITY {
+                    // The coordinator found the result impossible and kept the trial leased:
+                    // report it as a failure, so it is retried (up to its attempts) at once.
+                    let reason = r.text().await.unwrap_or_default();
+                    let error = JobError {
+                        message: format!("the coordinator refused the result: {reason}"),
+                        retryable: true,
+                    };
+                    return self.report_failure(trial_id, &grant.lease_token, error).await;
+                }
                 json_or_error::<serde_json::Value>(r).await?;
                 finished(false);
                 Ok(Cycle::Completed { trial_id, outcome: label })
             }
             Err(e) => {
-                let body = FailTrial {
-                    lease_token: grant.lease_token.clone(),
-                    error: e.message.clone(),
-                    retryable: e.retryable,
-                };
-                let path = format!("/api/v1/trials/{trial_id}/fail");
-                let r = self.with_retry("fail", || self.post_or_server_error(&path, &body)).await?;
-                if r.status() == StatusCode::CONFLICT {
-                    return Ok(Cycle::Dropped { trial_id, reason: "failure refused: lease is stale".into() });
+                let retryable = e.retryable;
+                let cycle = self.report_failure(trial_id, &grant.lease_token, e).await?;
+                if matches!(cycle, Cycle::Failed { .. }) {
+                    finished(retryable);
                 }
-                json_or_error::<serde_json::Value>(r).await?;
-                finished(e.retryable);
-                Ok(Cycle::Failed { trial_id, error: e.message })
+                Ok(cycle)
             }
         }
+    }
+
+    /// Reports that a leased trial could not be trained (or its result was refused).
+    async fn report_failure(
+        &self,
+        trial_id: i64,
+        lease_token: &str,
+        e: JobError,
+    ) -> Result<Cycle, PullError> {
+        let body = FailTrial {
+            lease_token: lease_token.to_owned(),
+            error: e.message.clone(),
+            retryable: e.retryable,
+        };
+        let path = format!("/api/v1/trials/{trial_id}/fail");
+        let r = self.with_retry("fail", || self.post_or_server_error(&path, &body)).await?;
+        if r.status() == StatusCode::CONFLICT {
+            return Ok(Cycle::Dropped { trial_id, reason: "failure refused: lease is stale".into() });
+        }
+        json_or_error::<serde_json::Value>(r).await?;
+        Ok(Cycle::Failed { trial_id, error: e.message })
     }
 
     async fn heartbeat(
@@ -401,21 +428,22 @@ pub struct JobPaths {
 /// shard set and tokenizer file names are read from the data folder.
 pub fn data_config(proxy: &ProxyBudget, paths: &JobPaths) -> Result<DataConfig, JobError> {
     let bad = |message: String| JobError { message, retryable: false };
-    let in_data_dir = |path: &std::path::Path| match &paths.data_dir {
-        Some(dir) if path.is_relative() => dir.join(path),
-        _ => path.to_owned(),
-    };
+    // Every name the job reads from the data folder stays inside it (see `confine`).
+    let in_data_dir = |field: &str, path: &std::path::Path| confine(field, path, paths.data_dir.as_deref());
     let source: CorpusSource =
         proxy.corpus.parse().map_err(|e| bad(format!("proxy.corpus `{}`: {e}", proxy.corpus)))?;
     let source = match source {
-        CorpusSource::Path(path) => CorpusSource::Path(in_data_dir(&path)),
-        CorpusSource::Shards(dir) => CorpusSource::Shards(in_data_dir(&dir)),
+        CorpusSource::Path(path) => CorpusSource::Path(in_data_dir("proxy.corpus", &path)?),
+        CorpusSource::Shards(dir) => CorpusSource::Shards(in_data_dir("proxy.corpus", &dir)?),
         synthetic @ CorpusSource::Synthetic(_) => synthetic,
     };
     let mut data = DataConfig::from_source(source);
     let choice: TokenizerChoice =
         proxy.tokenizer.parse().map_err(|problem| bad(format!("proxy.tokenizer: {problem}")))?;
-    data.tokenizer = TokenizerSpec::from_choice(choice, paths.data_dir.as_deref());
+    data.tokenizer = match TokenizerSpec::from_choice(choice, None) {
+        TokenizerSpec::File(name) => TokenizerSpec::File(in_data_dir("proxy.tokenizer", &name)?),
+        other => other,
+    };
     data.cache_dir = paths.cache_dir.clone();
     Ok(data)
 }
@@ -445,6 +473,65 @@ fn trial_note(note: &CheckpointNote) -> TrialNote {
     };
     let message: String = note.to_string().chars().take(api::MAX_NOTE_CHARS).collect();
     TrialNote { kind, step, message }
+}
+
+/// Where a job's corpus path leads on this worker: a file or folder inside the data folder (the
+/// working directory when none is set), and nowhere else. The path must be relative without
+/// `..`; resolved, with every symbolic link followed, it must still be inside the folder and be
+/// a regular file or a folder (never a device such as `/dev/zero`). Breaking that is a
+/// non-retryable failure (the spec is at fault); a corpus that does not exist here may exist on
+/// another worker, so that one is retryable.
+fn confine(
+    field: &str,
+    path: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> Result<std::path::PathBuf, JobError> {
+    use std::path::Component;
+    let refuse = |reason: &str| JobError {
+        message: format!(
+            "{field} `{}` {reason}; the names a job reads are confined to the data folder",
+            path.display()
+        ),
+        retryable: false,
+    };
+    if path.as_os_str().is_empty()
+        || path.components().any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(refuse("must be a relative path without `..`"));
+    }
+    let base = match data_dir {
+        Some(dir) => dir.to_path_buf(),
+        None => std::env::current_dir()
+            .map_err(|e| JobError { message: format!("no working directory: {e}"), retryable: true })?,
+    };
+    // Named as configured in messages, so they match what the operator set.
+    let joined = base.join(path);
+    let base = base.canonicalize().map_err(|e| JobError {
+        message: format!("data folder {} is not usable: {e}", base.display()),
+        retryable: true,
+    })?;
+    let resolved = match base.join(path).canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(JobError {
+                message: format!("{field}: {} does not exist", joined.display()),
+                retryable: true,
+            });
+        }
+        Err(e) => {
+            return Err(JobError { message: format!("{field}: {}: {e}", joined.display()), retryable: true });
+        }
+    };
+    if !resolved.starts_with(&base) {
+        return Err(refuse("leads outside the data folder (through a symbolic link)"));
+    }
+    let kind = std::fs::metadata(&resolved)
+        .map_err(|e| JobError { message: format!("{field}: {}: {e}", resolved.display()), retryable: true })?
+        .file_type();
+    if !(kind.is_file() || kind.is_dir()) {
+        return Err(refuse("is neither a regular file nor a folder"));
+    }
+    Ok(resolved)
 }
 
 /// The trainer settings a job describes.
@@ -603,8 +690,11 @@ mod tests {
 
     #[test]
     fn unknown_tokenizers_are_refused_for_good() {
-        let proxy =
-            ProxyBudget { tokenizer: "sentencepiece".into(), corpus: "x".into(), ..ProxyBudget::default() };
+        let proxy = ProxyBudget {
+            tokenizer: "sentencepiece".into(),
+            corpus: "synthetic:in_context_recall".into(),
+            ..ProxyBudget::default()
+        };
         let e = data_config(&proxy, &JobPaths::default()).unwrap_err();
         assert!(!e.retryable);
         assert!(e.message.contains("sentencepiece"));
@@ -618,17 +708,52 @@ mod tests {
         assert_eq!(failure_backoff(u32::MAX, max), max);
     }
 
+    /// The corpus a job with `corpus` would read on a worker whose data folder is `data_dir`.
+    fn corpus_at(corpus: &str, data_dir: &std::path::Path) -> Result<CorpusSource, JobError> {
+        let proxy = ProxyBudget { corpus: corpus.into(), ..ProxyBudget::default() };
+        let paths = JobPaths { cache_dir: None, data_dir: Some(data_dir.into()) };
+        data_config(&proxy, &paths).map(|d| d.corpus)
+    }
+
     #[test]
     fn relative_corpus_paths_are_read_from_the_data_dir() {
-        let at = |corpus: &str, data_dir: Option<&str>| {
-            let proxy = ProxyBudget { corpus: corpus.into(), ..ProxyBudget::default() };
-            let paths = JobPaths { cache_dir: None, data_dir: data_dir.map(Into::into) };
-            data_config(&proxy, &paths).expect("a valid corpus").corpus
-        };
-        let path = |p: &str| CorpusSource::Path(p.into());
-        assert_eq!(at("books/a.txt", Some("/data")), path("/data/books/a.txt"));
-        assert_eq!(at("/srv/a.txt", Some("/data")), path("/srv/a.txt"));
-        assert_eq!(at("books/a.txt", None), path("books/a.txt"));
-        assert!(matches!(at("synthetic:in_context_recall", Some("/data")), CorpusSource::Synthetic(_)));
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(data.join("books")).unwrap();
+        std::fs::write(data.join("books/a.txt"), "text").unwrap();
+        let path = |p: std::path::PathBuf| CorpusSource::Path(p);
+        assert_eq!(corpus_at("books/a.txt", &data).unwrap(), path(data.join("books/a.txt")));
+        assert_eq!(corpus_at("./books", &data).unwrap(), path(data.join("books")));
+        assert!(matches!(corpus_at("synthetic:in_context_recall", &data), Ok(CorpusSource::Synthetic(_))));
+        // Missing here may be present on another worker: retried.
+        let missing = corpus_at("books/b.txt", &data).unwrap_err();
+        assert!(missing.retryable && missing.message.contains("does not exist"), "{missing:?}");
+    }
+
+    #[test]
+    #[cfg(unix)]
+    fn corpus_paths_cannot_leave_the_data_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(dir.path().join("secret.txt"), "not for training").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("secret.txt"), data.join("escape.txt")).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", data.join("zeros")).unwrap();
+        std::os::unix::fs::symlink("/etc", data.join("etc")).unwrap();
+        for corpus in [
+            "/etc/passwd",
+            "/dev/zero",
+            "/proc/self/environ",
+            "../secret.txt",
+            "../../../../etc/passwd",
+            "books/../../secret.txt",
+            "escape.txt",
+            "zeros",
+            "etc/passwd",
+        ] {
+            let e = corpus_at(corpus, &data).unwrap_err();
+            assert!(!e.retryable, "{corpus}: {e:?}");
+            assert!(e.message.contains("confined to the data folder"), "{corpus}: {}", e.message);
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! Devices and their latency tables: list (read), and upload of profiled entries (worker token),
-//! so a worker on the target device can fill the coordinator's table over HTTP.
+//! Devices and their latency tables: list (read), upload of profiled entries (worker token), so
+//! a worker on the target device can fill the coordinator's table over HTTP, and deletion of a
+//! table or of one row (admin token). Uploaded rows are checked by [`lut::parse_row`], the same
+//! check every stored row passes when a table is loaded.
 
 use axum::Json;
 use axum::Router;
@@ -8,7 +10,7 @@ use axum::routing::get;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::auth::{Reader, WorkerAuth};
+use super::auth::{Admin, Reader, WorkerAuth};
 use super::{ApiError, AppState, JsonBody, PathParam};
 use crate::store::{DeviceRow, LutEntryRow, NewLutEntry};
 
@@ -44,10 +46,16 @@ pub struct LutStored {
     pub stored: usize,
 }
 
+/// How many entries a deletion removed.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LutDeleted {
+    pub deleted: u64,
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/v1/devices", get(list))
-        .route("/api/v1/devices/{fingerprint}/lut", get(entries).post(upload))
+        .route("/api/v1/devices/{fingerprint}/lut", get(entries).post(upload).delete(delete))
 }
 
 async fn list(_: Reader, State(state): State<AppState>) -> Result<Json<DeviceList>, ApiError> {
@@ -128,43 +136,78 @@ async fn upload(
             "device `{fingerprint}` is not registered; register a worker on it first"
         )));
     }
+    // Each row is parsed like a profiled one and stored under its canonical keys.
+    let mut rows = Vec::with_capacity(entries.len());
     for (i, e) in entries.iter().enumerate() {
-        if let Some(problem) = api::spec::text_problem(&e.op_key, api::spec::MAX_KEY_CHARS, true) {
-            return Err(ApiError::field(format!("[{i}].op_key"), problem));
-        }
-        if e.setting_key.chars().nth(api::spec::MAX_KEY_CHARS).is_some() {
-            return Err(ApiError::field(
-                format!("[{i}].setting_key"),
-                format!("must be at most {} characters", api::spec::MAX_KEY_CHARS),
-            ));
-        }
-        if let Err(err) = e.setting_key.parse::<lut::DeploymentSetting>() {
-            return Err(ApiError::field(format!("[{i}].setting_key"), err.reason));
-        }
-        let finite = [e.median_ms, e.p10_ms, e.p90_ms].iter().all(|v| v.is_finite() && *v >= 0.0);
-        if !finite || e.p10_ms > e.median_ms || e.median_ms > e.p90_ms {
-            return Err(ApiError::field(
-                format!("[{i}]"),
-                "latencies must be finite, non-negative and p10 ≤ median ≤ p90",
-            ));
-        }
-        if e.repeats < 1 {
-            return Err(ApiError::field(format!("[{i}].repeats"), "must be at least 1"));
-        }
-    }
-    let rows: Vec<NewLutEntry> = entries
-        .iter()
-        .map(|e| NewLutEntry {
-            device: fingerprint.clone(),
-            setting_key: e.setting_key.parse::<lut::DeploymentSetting>().map(|s| s.key()).unwrap_or_default(),
-            op_key: e.op_key.clone(),
+        let raw = lut::RawRow {
+            setting_key: &e.setting_key,
+            op_key: &e.op_key,
             median_ms: e.median_ms,
             p10_ms: e.p10_ms,
             p90_ms: e.p90_ms,
             repeats: e.repeats,
-        })
-        .collect();
+        };
+        let (setting, entry) = lut::parse_row(&raw)
+            .map_err(|err| ApiError::field(format!("[{i}].{}", err.field), err.reason))?;
+        rows.push(NewLutEntry {
+            device: fingerprint.clone(),
+            setting_key: setting.key(),
+            op_key: entry.op.to_string(),
+            median_ms: entry.median_ms,
+            p10_ms: entry.p10_ms,
+            p90_ms: entry.p90_ms,
+            repeats: i64::from(entry.repeats),
+        });
+    }
     // All or none: a table is never left half-uploaded.
     state.store.put_lut_entries(&rows).await?;
     Ok(Json(LutStored { stored: entries.len() }))
+}
+
+/// Which rows a deletion removes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// Only this setting's table (every setting's when absent).
+    #[serde(default)]
+    pub setting: Option<String>,
+    /// Only the row with this operator key, as stored (it need not parse).
+    #[serde(default)]
+    pub op: Option<String>,
+}
+
+/// Deletes a device's latency tables, one of them, or one row: how an admin removes a table
+/// that is wrong (or a stored row that does not parse) so it can be profiled again.
+async fn delete(
+    _: Admin,
+    State(state): State<AppState>,
+    PathParam(fingerprint): PathParam<String>,
+    params: Result<Query<DeleteParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<LutDeleted>, ApiError> {
+    check_fingerprint(&fingerprint)?;
+    let Query(params) = params.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let setting = match &params.setting {
+        Some(s) => {
+            if let Some(problem) = api::spec::text_problem(s, api::spec::MAX_KEY_CHARS, true) {
+                return Err(ApiError::BadRequest(format!("setting: {problem}")));
+            }
+            let setting: lut::DeploymentSetting = s
+                .parse()
+                .map_err(|e: lut::SettingError| ApiError::BadRequest(format!("setting: {}", e.reason)))?;
+            Some(setting.key())
+        }
+        None => None,
+    };
+    if let Some(problem) =
+        params.op.as_deref().and_then(|op| api::spec::text_problem(op, 4 * api::spec::MAX_KEY_CHARS, true))
+    {
+        return Err(ApiError::BadRequest(format!("op: {problem}")));
+    }
+    if state.store.get_device(&fingerprint).await?.is_none() {
+        return Err(ApiError::NotFound(format!("device `{fingerprint}` is not known")));
+    }
+    let deleted =
+        state.store.delete_lut_entries(&fingerprint, setting.as_deref(), params.op.as_deref()).await?;
+    tracing::info!(device = ?fingerprint, setting = ?setting, op = ?params.op, deleted, "latency entries deleted");
+    Ok(Json(LutDeleted { deleted }))
 }

@@ -29,6 +29,7 @@ pub struct Ready {
     pub backend: Backend,
 }
 
+use super::auth::Reader;
 use super::{ApiError, AppState};
 
 pub fn router() -> Router<AppState> {
@@ -48,7 +49,9 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> 
     Ok(Json(Ready { status: "ready", backend: state.store.backend() }))
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// Open like every read; behind a token when reads are protected (queue depths and request
+/// counts say how busy the service is).
+async fn metrics(_: Reader, State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let m = &state.metrics;
     let (queued, leased) = state.store.queue_depth().await?;
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);

@@ -94,9 +94,17 @@ pub async fn check_spec(state: &AppState, spec: &SearchSpec) -> Result<(), ApiEr
 async fn create(
     _: Admin,
     State(state): State<AppState>,
-    JsonBody(spec): JsonBody<SearchSpec>,
+    JsonBody(mut spec): JsonBody<SearchSpec>,
 ) -> Result<impl IntoResponse, ApiError> {
     check_spec(&state, &spec).await?;
+    // A search without target.device is pinned to the one device with a table at its setting,
+    // so a table another device uploads later cannot make the running search ambiguous.
+    if spec.target.device.is_none()
+        && let Ok(setting) = spec.target.deployment()
+        && let Ok(Some(device)) = crate::latency::resolve_device(&state.store, None, &setting).await?
+    {
+        spec.target.device = Some(device);
+    }
     let value = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
     let row = state.store.create_search(&spec.name, &value).await?;
     Metrics::add(&state.metrics.searches_created, 1);

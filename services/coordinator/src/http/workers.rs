@@ -37,9 +37,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/trials/{id}/fail", post(fail))
 }
 
-/// An id or key: not blank, at most [`MAX_KEY_CHARS`] characters, no NUL.
+/// An id or key: not blank, at most [`MAX_KEY_CHARS`] characters, no control characters.
 fn check_id(path: &str, value: &str) -> Result<(), ApiError> {
-    text_problem(value, MAX_KEY_CHARS, true).map_or(Ok(()), |problem| Err(ApiError::field(path, problem)))
+    api::key_problem(value).map_or(Ok(()), |problem| Err(ApiError::field(path, problem)))
 }
 
 /// A free-text field: at most [`MAX_KEY_CHARS`] characters, no NUL.
@@ -47,10 +47,10 @@ fn check_text(path: &str, value: &str) -> Result<(), ApiError> {
     text_problem(value, MAX_KEY_CHARS, false).map_or(Ok(()), |problem| Err(ApiError::field(path, problem)))
 }
 
-/// A lease token no lease can have (one with a NUL, which the store cannot even compare), so the
-/// call is stale without asking the store.
+/// A lease token no lease can have (one with a NUL, which the store cannot even compare, or one
+/// far longer than any the coordinator hands out), so the call is stale without asking the store.
 fn impossible_token(token: &str) -> bool {
-    token.contains('\0')
+    token.contains('\0') || token.len() > api::MAX_LEASE_TOKEN_CHARS
 }
 
 async fn register(
@@ -60,9 +60,7 @@ async fn register(
 ) -> Result<Json<Registered>, ApiError> {
     check_id("worker_id", &req.worker_id)?;
     check_text("hostname", &req.hostname)?;
-    check_id("device.fingerprint", &req.device.fingerprint)?;
-    check_text("device.name", &req.device.name)?;
-    check_text("device.kind", &req.device.kind)?;
+    req.device.validate()?;
     let device = NewDevice {
         fingerprint: req.device.fingerprint.clone(),
         name: req.device.name.clone(),
@@ -90,7 +88,7 @@ async fn lease(
             req.worker_id
         )));
     }
-    let wait = Duration::from_millis(req.wait_ms).min(state.config.max_long_poll);
+    let wait = Duration::from_millis(req.wait_ms).min(state.config.long_poll_cap());
     let deadline = Instant::now() + wait;
     let ttl_ms = state.config.lease_ttl.as_millis() as i64;
     loop {
@@ -154,6 +152,10 @@ async fn heartbeat(
     PathParam(id): PathParam<i64>,
     JsonBody(req): JsonBody<Heartbeat>,
 ) -> Result<Json<HeartbeatAck>, ApiError> {
+    // A refused heartbeat changes nothing: the lease is not extended, no progress is kept.
+    if let Some(p) = &req.progress {
+        p.validate()?;
+    }
     if req.notes.len() > api::MAX_TRIAL_NOTES {
         return Err(ApiError::field(
             "notes",
@@ -206,27 +208,9 @@ async fn complete(
     JsonBody(req): JsonBody<CompleteTrial>,
 ) -> Result<Json<TrialAck>, ApiError> {
     let m = &req.metrics;
-    if m.outcome != "completed" && m.outcome != "diverged" {
-        return Err(ApiError::field(
-            "metrics.outcome",
-            format!("must be completed or diverged, got `{}`", m.outcome),
-        ));
-    }
-    if m.measured_latency_ms.is_some_and(|l| !(l.is_finite() && l > 0.0)) {
-        return Err(ApiError::field(
-            "metrics.measured_latency_ms",
-            "must be a positive number of milliseconds",
-        ));
-    }
-    for (task, a) in m.accuracy.iter().flatten() {
-        if !(a.is_finite() && (0.0..=1.0).contains(a)) {
-            let task: String = task.chars().take(40).collect();
-            return Err(ApiError::field(
-                format!("metrics.accuracy.{task}"),
-                format!("must be an accuracy in [0, 1], got {a}"),
-            ));
-        }
-    }
+    // Checked before anything is read or stored: a refused result leaves the trial leased, so
+    // the worker can send a corrected one or report a failure.
+    m.validate()?;
     let diverged = m.outcome == "diverged";
     let (val_loss, ppl) = if diverged { (f64::NAN, f64::NAN) } else { (m.val_loss, m.ppl) };
     let meets_floors = if diverged { None } else { meets_floors(&state, id, m).await? };
@@ -275,8 +259,12 @@ async fn fail(
 ) -> Result<Json<TrialAck>, ApiError> {
     // Kept for people to read: at most 4000 characters, NUL (which Postgres text cannot hold) shown
     // as U+FFFD.
-    let error: String =
-        req.error.chars().take(4000).map(|c| if c == '\0' { '\u{FFFD}' } else { c }).collect();
+    let error: String = req
+        .error
+        .chars()
+        .take(api::MAX_ERROR_CHARS)
+        .map(|c| if c == '\0' { '\u{FFFD}' } else { c })
+        .collect();
     let failed = if impossible_token(&req.lease_token) {
         Err(crate::store::StoreError::StaleLease { trial_id: id })
     } else {

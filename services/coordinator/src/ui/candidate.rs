@@ -2,14 +2,14 @@
 //! trials and export links.
 
 use askama::Template;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use search_space::{Architecture, LayerSpec, ModelSpec, Topology};
 use serde_json::Value;
 
 use super::chart::{self, Axes, Frame, px};
 use super::searches::LineChart;
-use super::{UiError, UiReader, format, render_html};
+use super::{UiError, UiPath, UiReader, format, render_html};
 use crate::http::AppState;
 use crate::http::candidates::export_document;
 use crate::http::searches::entry;
@@ -183,6 +183,24 @@ fn stages(arch: &Architecture, model: &ModelSpec, costs: Option<&[f64]>) -> Vec<
     }
 }
 
+/// Most points of a loss curve drawn: results stored before curves were capped may hold far more,
+/// and a page should not grow with them.
+const MAX_PLOTTED_POINTS: usize = 512;
+
+/// At most about `n` of `points`, evenly spaced, always keeping the first and the last.
+fn thinned(points: Vec<(f64, f64)>, n: usize) -> Vec<(f64, f64)> {
+    if points.len() <= n {
+        return points;
+    }
+    let stride = points.len().div_ceil(n);
+    let last = points[points.len() - 1];
+    let mut out: Vec<(f64, f64)> = points.into_iter().step_by(stride).collect();
+    if out.last() != Some(&last) {
+        out.push(last);
+    }
+    out
+}
+
 fn loss_chart(metrics: Option<&Value>) -> Option<LineChart> {
     let curve = metrics?.get("loss_curve")?.as_array()?;
     let points: Vec<(f64, f64)> = curve
@@ -193,6 +211,7 @@ fn loss_chart(metrics: Option<&Value>) -> Option<LineChart> {
     if points.is_empty() {
         return None;
     }
+    let points = thinned(points, MAX_PLOTTED_POINTS);
     let frame = Frame::new(560.0, 240.0);
     let (x, y) = chart::scales_for(&frame, &points, &[]);
     Some(LineChart {
@@ -236,7 +255,7 @@ fn trial_view(t: &TrialRow) -> TrialView {
 pub async fn show(
     _: UiReader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    UiPath(id): UiPath<i64>,
 ) -> Result<Response, UiError> {
     let c = state
         .store
@@ -367,4 +386,19 @@ fn facts(c: &CandidateRow, model: &ModelSpec, context: Option<u64>) -> Vec<Fact>
         Fact { label: "Validation loss", value: c.val_loss.map_or("—".to_owned(), |l| format!("{l:.4}")) },
         Fact { label: "Rung", value: if c.rung < 0 { "—".to_owned() } else { c.rung.to_string() } },
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_loss_curve_is_thinned_keeping_its_ends() {
+        let points: Vec<(f64, f64)> = (0..150_000).map(|i| (f64::from(i), 1.0)).collect();
+        let thin = thinned(points, MAX_PLOTTED_POINTS);
+        assert!(thin.len() <= MAX_PLOTTED_POINTS + 1, "{}", thin.len());
+        assert_eq!(thin.first(), Some(&(0.0, 1.0)));
+        assert_eq!(thin.last(), Some(&(149_999.0, 1.0)));
+        assert_eq!(thinned(vec![(1.0, 2.0)], 4), [(1.0, 2.0)]);
+    }
 }

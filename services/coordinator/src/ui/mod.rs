@@ -15,8 +15,11 @@
 //! Pages are askama templates (`templates/`, HTML-escaped by default) with charts drawn as SVG by
 //! the templates from coordinates computed here; one small stylesheet and one small script
 //! (live refresh of running searches) are served from `/ui/static`. Reads follow the API's rule:
-//! open unless `protect_reads` is set, and then a token is needed — as a bearer header, or as
-//! the cookie `/ui/login` sets.
+//! open unless `protect_reads` is set, and then a token is needed — as a bearer header — or the
+//! signed session cookie `/ui/login` sets in exchange for one (never the token itself; `Secure`
+//! when the request came over TLS; wrong sign-ins are throttled per client, see
+//! [`crate::http::auth::Sessions`]). Every error, a bad path parameter or a wrong method
+//! included, is an HTML page.
 
 pub mod candidate;
 pub mod chart;
@@ -34,7 +37,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::http::auth::{TOKEN_COOKIE, read_allowed, token_known};
+use crate::http::auth::{SESSION_COOKIE, read_allowed, token_known};
 use crate::http::{ApiError, AppState};
 use crate::store::StoreError;
 
@@ -58,6 +61,7 @@ pub fn router() -> Router<AppState> {
 pub enum UiError {
     NotFound(String),
     BadRequest(String),
+    MethodNotAllowed(String),
     Unauthorized { next: String },
     Internal(String),
     Unavailable,
@@ -100,6 +104,7 @@ impl IntoResponse for UiError {
         let (status, message) = match &self {
             Self::NotFound(m) => (StatusCode::NOT_FOUND, m.clone()),
             Self::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
+            Self::MethodNotAllowed(m) => (StatusCode::METHOD_NOT_ALLOWED, m.clone()),
             Self::Unauthorized { next } => {
                 let page = LoginPage { title: "Sign in", next, failed: false };
                 return (StatusCode::UNAUTHORIZED, render_html(&page)).into_response();
@@ -134,6 +139,39 @@ pub fn query<T: serde::de::DeserializeOwned>(
     q: Result<Query<T>, axum::extract::rejection::QueryRejection>,
 ) -> Result<T, UiError> {
     q.map(|Query(q)| q).map_err(|e| UiError::BadRequest(e.body_text()))
+}
+
+/// A path parameter (`{id}`) that answers the HTML 400 page naming the parameter when it does
+/// not parse.
+#[derive(Debug)]
+pub struct UiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for UiPath<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = UiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(UiPath(value)),
+            Err(e) => Err(UiError::BadRequest(format!("path: {}", e.body_text()))),
+        }
+    }
+}
+
+/// The address a request came from, when the server recorded it (not in in-process tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let addr = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientAddr(addr.map(|a| a.0.ip())))
+    }
 }
 
 /// Allowed to read: reads are open, or the request carries a known token (header or cookie).
@@ -179,14 +217,58 @@ async fn login_form(q: Result<Query<LoginQuery>, axum::extract::rejection::Query
     render_html(&LoginPage { title: "Sign in", next: safe_next(next.as_deref()), failed: false })
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+/// Exchanges a token for a signed session cookie. Wrong tokens are counted per client address;
+/// past the limit the client is answered 429 with `Retry-After` until its window has passed,
+/// whatever it sends.
+async fn login(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    headers: header::HeaderMap,
+    form: Result<Form<LoginForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let client = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
+    let now = std::time::Instant::now();
+    if let Some(wait) = state.sessions.throttled(&client, now) {
+        let secs = wait.as_secs().max(1);
+        tracing::warn!(client = %client, "sign-in throttled after repeated wrong tokens");
+        let page = ErrorPage {
+            title: "Too many attempts",
+            status: 429,
+            message: &format!("Too many wrong sign-ins from this address; try again in {secs} s."),
+        };
+        let mut response = (StatusCode::TOO_MANY_REQUESTS, render_html(&page)).into_response();
+        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        return response;
+    }
+    let Form(form) = match form {
+        Ok(f) => f,
+        Err(e) => return UiError::BadRequest(e.body_text()).into_response(),
+    };
     let next = safe_next(form.next.as_deref()).to_owned();
     if !token_known(form.token.trim(), &state) {
+        state.sessions.failed(&client, now);
         let page = LoginPage { title: "Sign in", next: &next, failed: true };
         return (StatusCode::UNAUTHORIZED, render_html(&page)).into_response();
     }
-    let cookie = format!("{TOKEN_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", form.token.trim());
+    state.sessions.succeeded(&client);
+    let session = state.sessions.issue(crate::http::now_ms());
+    let tls = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let secure = if state.config.secure_cookies || tls { "; Secure" } else { "" };
+    let max_age = state.config.session_ttl.as_secs();
+    let cookie =
+        format!("{SESSION_COOKIE}={session}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}");
     (StatusCode::SEE_OTHER, [(header::SET_COOKIE, cookie), (header::LOCATION, next)]).into_response()
+}
+
+/// A method a UI page does not answer (or a path under `/ui` that does not exist): an HTML page.
+pub fn fallback_page(status: StatusCode, message: String) -> Response {
+    match status {
+        StatusCode::METHOD_NOT_ALLOWED => UiError::MethodNotAllowed(message).into_response(),
+        _ => UiError::NotFound(message).into_response(),
+    }
 }
 
 async fn style() -> impl IntoResponse {

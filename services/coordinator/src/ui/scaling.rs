@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::chart::{self, Axes, Frame, Scale, px};
-use super::{UiError, UiReader, format, query, render_html};
+use super::{UiError, UiPath, UiReader, format, query, render_html};
 use crate::http::scaling::{get_fit, run_recommend};
 use crate::http::{ApiError, AppState};
 use crate::scaling::{FitForm, RecommendRequest, Recommendation, RecommendedModel, ScalingFit};
@@ -418,7 +418,7 @@ fn recommend_problem(e: ApiError) -> Result<(StatusCode, String), UiError> {
 pub async fn show(
     _: UiReader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    UiPath(id): UiPath<i64>,
     params: Result<Query<RecommendParams>, QueryRejection>,
 ) -> Result<Response, UiError> {
     let params = query(params)?;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use askama::Template;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::chart::{self, Axes, Frame, Scale, px};
 use super::format;
-use super::{UiError, UiReader, query, render_html};
+use super::{UiError, UiPath, UiReader, query, render_html};
 use crate::http::searches::{LeaderboardParams, entry, leaderboard_query, next_cursor};
 use crate::http::{AppState, now_ms};
 use crate::pareto;
@@ -470,7 +470,7 @@ struct SearchPage {
 pub async fn show(
     _: UiReader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    UiPath(id): UiPath<i64>,
     params: Result<Query<TableParams>, QueryRejection>,
 ) -> Result<Response, UiError> {
     let params = query(params)?;
@@ -553,7 +553,7 @@ async fn search_row(state: &AppState, id: i64) -> Result<SearchRow, UiError> {
 pub async fn csv(
     _: UiReader,
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    UiPath(id): UiPath<i64>,
     params: Result<Query<TableParams>, QueryRejection>,
 ) -> Result<Response, UiError> {
     let params = query(params)?;

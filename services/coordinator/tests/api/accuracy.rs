@@ -135,7 +135,7 @@ pub async fn nsga2_takes_accuracy_as_an_objective_and_refuses_goals_it_cannot_me
     let paths = refused(recall_spec(aging(4, 2, 1), json!({ "maximize": ["in_context_recall"] }))).await;
     assert_eq!(paths, ["accuracy.maximize"]);
     let mut text = recall_spec(aging(4, 2, 1), json!({ "min": { "in_context_recall": 0.5 } }));
-    text["proxy"]["corpus"] = json!("/data/corpus.txt");
+    text["proxy"]["corpus"] = json!("corpus.txt");
     assert_eq!(refused(text).await, ["accuracy"]);
     let paths =
         refused(recall_spec(aging(4, 2, 1), json!({ "min": { "compression": 0.5, "recall": 2.0 } }))).await;

@@ -13,8 +13,11 @@ mod accuracy;
 #[path = "../store/helpers.rs"]
 #[allow(dead_code, reason = "shared with the store tests; not every helper is used here")]
 mod helpers;
+mod latency_tables;
+mod limits;
 mod protocol;
 mod requests;
+mod results;
 mod scaling;
 mod searches;
 mod security;
@@ -57,4 +60,18 @@ on_both_backends! {
     security::every_body_over_the_limit_is_413,
     security::absurd_sizes_are_refused_naming_the_field_before_anything_is_allocated,
     security::text_with_a_nul_character_is_refused_never_an_internal_error,
+    security::the_bearer_scheme_is_read_in_any_case_and_a_401_names_it,
+    security::metrics_need_a_token_when_reads_are_protected,
+    security::wrong_methods_and_bad_path_parameters_answer_json,
+    security::a_stale_lease_is_refused_without_an_error_in_the_log,
+    latency_tables::a_bad_latency_row_is_refused_naming_its_index_and_field,
+    latency_tables::a_stored_row_that_does_not_parse_never_fails_a_search,
+    latency_tables::an_admin_deletes_a_devices_table_or_one_row,
+    latency_tables::another_devices_table_cannot_make_a_running_search_ambiguous,
+    results::an_implausible_result_is_refused_and_the_trial_stays_leased,
+    results::a_perplexity_within_rounding_of_exp_loss_and_a_diverged_run_are_accepted,
+    results::worker_supplied_sizes_and_ids_are_bounded,
+    limits::idle_and_slow_connections_are_closed_within_the_timeouts,
+    limits::requests_over_the_concurrency_limit_are_answered_503,
+    limits::a_lease_long_poll_answers_before_the_request_timeout,
 }

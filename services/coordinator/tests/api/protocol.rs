@@ -54,7 +54,7 @@ pub async fn a_worker_leases_trains_and_reports_through_the_api(db: TestDb) {
     assert_eq!(grant["search_id"], created["id"]);
     assert_eq!(grant["attempt"], 1);
     assert_eq!(grant["job"]["budget_tokens"], 4096);
-    assert_eq!(grant["job"]["proxy"]["corpus"], "/data/corpus.txt");
+    assert_eq!(grant["job"]["proxy"]["corpus"], "corpus.txt");
     let arch: search_space::Architecture =
         serde_json::from_value(grant["job"]["architecture"].clone()).unwrap();
     assert_eq!(arch.model.hidden_size, 128, "without a budget the widest hidden size is used");
@@ -196,7 +196,7 @@ pub async fn a_worker_uploads_a_latency_table_all_or_nothing(db: TestDb) {
     ]);
     let (status, err) = post(&router, "/api/v1/devices/cpu-test/lut", WORKER, &bad).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(err["fields"][0]["path"], "[1]", "{err}");
+    assert_eq!(err["fields"][0]["path"], "[1].p10_ms", "{err}");
     let (status, _) = post(&router, "/api/v1/devices/cpu-test/lut", ADMIN, &good).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, r) = post(&router, "/api/v1/devices/cpu-test/lut", WORKER, &good).await;

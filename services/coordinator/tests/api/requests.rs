@@ -78,7 +78,7 @@ pub fn spec(algorithm: Value) -> Value {
             "hidden_sizes": [64, 128]
         },
         "target": { "setting": "batch=1,prompt=16,gen=32" },
-        "proxy": { "tokens": 4096, "seq_len": 32, "batch_size": 4, "corpus": "/data/corpus.txt" },
+        "proxy": { "tokens": 4096, "seq_len": 32, "batch_size": 4, "corpus": "corpus.txt" },
         "algorithm": algorithm,
         "seed": 3
     })

@@ -270,3 +270,123 @@ pub async fn text_with_a_nul_character_is_refused_never_an_internal_error(db: Te
     let candidate = db.store.get_candidate(grant["candidate_id"].as_i64().unwrap()).await.unwrap().unwrap();
     assert!(candidate.error.unwrap().contains("bad\u{FFFD}byte"));
 }
+
+/// Sends a GET with a raw `Authorization` header; returns the status and the headers.
+async fn with_authorization(
+    router: &Router,
+    uri: &str,
+    authorization: &str,
+) -> (StatusCode, axum::http::HeaderMap) {
+    use tower::ServiceExt;
+    let request = axum::http::Request::get(uri)
+        .header("authorization", authorization)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    (response.status(), response.headers().clone())
+}
+
+pub async fn the_bearer_scheme_is_read_in_any_case_and_a_401_names_it(db: TestDb) {
+    let mut config = ApiConfig::new(ADMIN, WORKER);
+    config.protect_reads = true;
+    let (router, _) = api_with(&db.store, config);
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let (status, _) = with_authorization(&router, "/api/v1/searches", &format!("{scheme} {ADMIN}")).await;
+        assert_eq!(status, StatusCode::OK, "{scheme}");
+    }
+    for header in
+        [format!("Basic {ADMIN}"), format!("Bearer{ADMIN}"), "Bearer".to_owned(), "Bearer wrong".to_owned()]
+    {
+        let (status, headers) = with_authorization(&router, "/api/v1/searches", &header).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{header}");
+        assert_eq!(headers["www-authenticate"], "Bearer", "{header}");
+    }
+    let (status, err) = post(&router, "/api/v1/searches", "nope", &spec(aging(2, 1, 1))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{err}");
+}
+
+pub async fn metrics_need_a_token_when_reads_are_protected(db: TestDb) {
+    let mut config = ApiConfig::new(ADMIN, WORKER);
+    config.protect_reads = true;
+    let (router, _) = api_with(&db.store, config);
+    let (status, _) = send(&router, Method::GET, "/metrics", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, text) = send(&router, Method::GET, "/metrics", Some(WORKER), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.as_str().unwrap().contains("frontier_trials_queued"), "{text}");
+    // Probes stay open.
+    assert_eq!(send(&router, Method::GET, "/healthz", None, None).await.0, StatusCode::OK);
+    assert_eq!(send(&router, Method::GET, "/readyz", None, None).await.0, StatusCode::OK);
+}
+
+pub async fn wrong_methods_and_bad_path_parameters_answer_json(db: TestDb) {
+    let (router, _) = api(&db.store);
+    for (method, uri, want) in [
+        (Method::PUT, "/api/v1/searches", StatusCode::METHOD_NOT_ALLOWED),
+        (Method::DELETE, "/api/v1/searches/1", StatusCode::METHOD_NOT_ALLOWED),
+        (Method::PATCH, "/healthz", StatusCode::METHOD_NOT_ALLOWED),
+        (Method::GET, "/api/v1/searches/not-a-number", StatusCode::BAD_REQUEST),
+        (Method::GET, "/api/v1/candidates/99999999999999999999999", StatusCode::BAD_REQUEST),
+        (Method::GET, "/api/v1/nothing-here", StatusCode::NOT_FOUND),
+    ] {
+        let (status, body) = send(&router, method.clone(), uri, Some(ADMIN), None).await;
+        assert_eq!(status, want, "{method} {uri}: {body}");
+        assert!(body["error"].is_string(), "{method} {uri} answers the JSON error body: {body}");
+    }
+}
+
+/// Every event's level and message, from a subscriber installed for one future.
+#[derive(Clone, Default)]
+struct Events(std::sync::Arc<std::sync::Mutex<Vec<(tracing::Level, String)>>>);
+
+impl tracing::Subscriber for Events {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!("{}={value:?} ", field.name()));
+            }
+        }
+        let mut text = Text(String::new());
+        event.record(&mut text);
+        self.0.lock().unwrap().push((*event.metadata().level(), text.0));
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+pub async fn a_stale_lease_is_refused_without_an_error_in_the_log(db: TestDb) {
+    use tracing::instrument::WithSubscriber;
+    let events = Events::default();
+    let (router, _) = api(&db.store);
+    let refused = async {
+        post(&router, "/api/v1/searches", ADMIN, &spec(aging(2, 1, 1))).await;
+        register(&router, "w1").await;
+        let grant = lease(&router, "w1").await.expect("a queued trial");
+        let trial = grant["trial_id"].as_i64().unwrap();
+        let stale = json!({ "trial_id": trial, "lease_token": "an-old-token" });
+        let mut statuses = vec![complete(&router, &stale, 2.0).await.0];
+        for (action, body) in [
+            ("heartbeat", json!({ "lease_token": "an-old-token" })),
+            ("fail", json!({ "lease_token": "an-old-token", "error": "x", "retryable": true })),
+        ] {
+            statuses.push(post(&router, &format!("/api/v1/trials/{trial}/{action}"), WORKER, &body).await.0);
+        }
+        statuses
+    }
+    .with_subscriber(events.clone())
+    .await;
+    assert_eq!(refused, [StatusCode::CONFLICT; 3]);
+    let logged = events.0.lock().unwrap().clone();
+    assert!(logged.iter().any(|(_, text)| text.contains("stale")), "the refusals are logged: {logged:?}");
+    let errors: Vec<_> = logged.iter().filter(|(level, _)| *level == tracing::Level::ERROR).collect();
+    assert!(errors.is_empty(), "a stale lease is not an error: {errors:?}");
+}

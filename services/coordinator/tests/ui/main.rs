@@ -36,4 +36,7 @@ on_both_backends! {
     pages::the_devices_page_shows_fidelity_and_the_scatter_of_its_cases,
     pages::a_sweeps_fit_page_plots_the_law_and_recommends_within_a_budget,
     pages::the_fit_page_names_bad_input_and_unknown_fits,
+    pages::the_sign_in_cookie_is_a_signed_session_never_the_token,
+    pages::wrong_sign_ins_are_throttled_per_client,
+    pages::bad_paths_and_methods_under_ui_are_pages,
 }

@@ -2,7 +2,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Request, StatusCode};
+use axum::http::{HeaderMap, Method, Request, StatusCode};
 use coordinator::http::ApiConfig;
 use coordinator::store::NewCandidate;
 use http_body_util::BodyExt;
@@ -278,7 +278,7 @@ pub async fn protected_reads_need_a_token_or_the_sign_in_cookie(db: TestDb) {
     let (status, _, _) = raw(&router, with_cookie("/api/v1/searches")).await;
     assert_eq!(status, StatusCode::OK, "and the API's reads, for export links");
     let create = Request::post("/api/v1/searches")
-        .header("cookie", format!("frontier_token={ADMIN}"))
+        .header("cookie", format!("frontier_session={ADMIN}"))
         .header("content-type", "application/json")
         .body(Body::from(json!({}).to_string()))
         .unwrap();
@@ -520,5 +520,120 @@ pub async fn the_leaderboard_shows_per_task_accuracy_and_marks_results_below_a_f
         let cid: i64 = row[col("id")].parse().unwrap();
         assert_eq!(row[col("accuracy.in_context_recall")].parse::<f64>().unwrap(), recall[&cid]);
         assert_eq!(row[col("feasible")], (recall[&cid] >= 0.8).to_string());
+    }
+}
+
+/// A sign-in form post from `client`, with extra headers.
+fn sign_in(token: &str, client: [u8; 4], headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::post("/ui/login").header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut request = request.body(Body::from(format!("token={token}&next=/ui/searches"))).unwrap();
+    let addr = std::net::SocketAddr::from((client, 40_000));
+    request.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+    request
+}
+
+/// A page read with `cookie`.
+async fn with_cookie(router: &Router, cookie: &str) -> StatusCode {
+    let request = Request::get("/ui/searches").header("cookie", cookie).body(Body::empty()).unwrap();
+    raw(router, request).await.0
+}
+
+pub async fn the_sign_in_cookie_is_a_signed_session_never_the_token(db: TestDb) {
+    let mut config = ApiConfig::new(ADMIN, WORKER);
+    config.protect_reads = true;
+    let (router, _) = api_with(&db.store, config.clone());
+    let (status, headers, _) = raw(&router, sign_in(ADMIN, [10, 0, 0, 1], &[])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(!cookie.contains(ADMIN) && !cookie.contains(WORKER), "the cookie holds no token: {cookie}");
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(cookie.contains(flag), "{flag}: {cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "not over TLS: {cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    assert_eq!(with_cookie(&router, &pair).await, StatusCode::OK);
+    // Behind a TLS-terminating proxy, or when configured, the cookie is Secure.
+    let (_, headers, _) =
+        raw(&router, sign_in(ADMIN, [10, 0, 0, 1], &[("x-forwarded-proto", "https")])).await;
+    assert!(headers["set-cookie"].to_str().unwrap().contains("; Secure"), "{headers:?}");
+    let mut secure = config.clone();
+    secure.secure_cookies = true;
+    let (secure_router, _) = api_with(&db.store, secure);
+    let (_, headers, _) = raw(&secure_router, sign_in(ADMIN, [10, 0, 0, 1], &[])).await;
+    assert!(headers["set-cookie"].to_str().unwrap().contains("; Secure"), "{headers:?}");
+    // A token where the session should be, an altered session, one from another coordinator, or
+    // an expired one opens nothing.
+    let session = pair.split_once('=').unwrap().1.to_owned();
+    let mut parts: Vec<&str> = session.split('.').collect();
+    let later = (parts[1].parse::<i64>().unwrap() + 86_400_000).to_string();
+    parts[1] = &later;
+    let altered = parts.join(".");
+    let (other_router, _) = api_with(&db.store, config.clone());
+    assert_eq!(
+        with_cookie(&other_router, &pair).await,
+        StatusCode::UNAUTHORIZED,
+        "another coordinator's key"
+    );
+    for bad in [
+        format!("frontier_session={ADMIN}"),
+        format!("frontier_token={ADMIN}"),
+        format!("frontier_session={altered}"),
+        format!("frontier_session={}", &session[..session.len() - 2]),
+        "frontier_session=v1.9999999999999.00.00".to_owned(),
+    ] {
+        assert_eq!(with_cookie(&router, &bad).await, StatusCode::UNAUTHORIZED, "{bad}");
+    }
+    let mut brief = config;
+    brief.session_ttl = std::time::Duration::from_millis(200);
+    let (brief_router, _) = api_with(&db.store, brief);
+    let (_, headers, _) = raw(&brief_router, sign_in(WORKER, [10, 0, 0, 1], &[])).await;
+    let pair = headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert_eq!(with_cookie(&brief_router, &pair).await, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(with_cookie(&brief_router, &pair).await, StatusCode::UNAUTHORIZED, "expired");
+}
+
+pub async fn wrong_sign_ins_are_throttled_per_client(db: TestDb) {
+    let mut config = ApiConfig::new(ADMIN, WORKER);
+    config.protect_reads = true;
+    config.max_failed_sign_ins = 3;
+    config.sign_in_window = std::time::Duration::from_secs(1);
+    let (router, _) = api_with(&db.store, config);
+    let attacker = [192, 0, 2, 7];
+    for attempt in 1..=3 {
+        let (status, _, _) = raw(&router, sign_in(&format!("guess-{attempt}"), attacker, &[])).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {attempt}");
+    }
+    // Past the limit even the right token is refused until the window has passed.
+    let (status, headers, html) = raw(&router, sign_in(ADMIN, attacker, &[])).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{html}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=1).contains(&retry), "{retry}");
+    assert!(html.contains("<html") && html.contains("Too many"), "{html}");
+    // Other clients sign in meanwhile.
+    let (status, _, _) = raw(&router, sign_in(ADMIN, [198, 51, 100, 1], &[])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (status, _, _) = raw(&router, sign_in(ADMIN, attacker, &[])).await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the window has passed");
+}
+
+pub async fn bad_paths_and_methods_under_ui_are_pages(db: TestDb) {
+    let (router, _) = api(&db.store);
+    for (method, uri, want) in [
+        (Method::GET, "/ui/searches/not-a-number", StatusCode::BAD_REQUEST),
+        (Method::GET, "/ui/scaling-fits/1e99", StatusCode::BAD_REQUEST),
+        (Method::GET, "/ui/searches/1/leaderboard.csv/x", StatusCode::NOT_FOUND),
+        (Method::POST, "/ui/searches", StatusCode::METHOD_NOT_ALLOWED),
+        (Method::DELETE, "/ui/login", StatusCode::METHOD_NOT_ALLOWED),
+    ] {
+        let request = Request::builder().method(method.clone()).uri(uri).body(Body::empty()).unwrap();
+        let (status, headers, body) = raw(&router, request).await;
+        assert_eq!(status, want, "{method} {uri}: {body}");
+        assert!(headers["content-type"].to_str().unwrap().starts_with("text/html"), "{method} {uri}");
+        assert!(body.contains("<html"), "{method} {uri}: {body}");
     }
 }

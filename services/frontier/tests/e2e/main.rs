@@ -12,14 +12,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{
-    Proc, corpus, drop_database, fresh_database, ok, serve, submit, wait_ready, wait_until, worker,
-};
+use support::{Proc, drop_database, fresh_database, ok, serve, submit, wait_ready, wait_until, worker};
 
 /// Writes a 2-cycle aging-evolution spec over tiny models on tinyshakespeare.
 fn spec_file(dir: &Path) -> PathBuf {
-    let corpus = corpus();
-    support::write_spec(dir, "e2e", &support::aging_spec("e2e", corpus.to_str().expect("utf-8 path")))
+    support::write_spec(dir, "e2e", &support::aging_spec("e2e", support::CORPUS))
 }
 
 /// A coordinator on `db` at a free port with the e2e spec submitted: (coordinator, port, search id).
@@ -184,8 +181,7 @@ async fn a_sweep_trains_through_the_service_and_its_fitted_law_recommends_a_mode
     assert!(profiled.status.success(), "{}", String::from_utf8_lossy(&profiled.stderr));
 
     let (_coordinator, port) = support::coordinator(&db, &support::Serve::default()).await;
-    let corpus = corpus();
-    let spec = support::write_spec(dir.path(), "sweep", &sweep_spec(corpus.to_str().expect("utf-8 path")));
+    let spec = support::write_spec(dir.path(), "sweep", &sweep_spec(support::CORPUS));
     let id = submit(port, &spec);
     let _w = worker(port, "sweep-1", &dir.path().join("cache"));
     let s = support::finished(port, id, Duration::from_secs(600)).await;

@@ -57,7 +57,7 @@ batch = {candidates}
 }
 
 fn corpus_path() -> String {
-    corpus().to_str().expect("utf-8 corpus path").to_owned()
+    support::CORPUS.to_owned()
 }
 
 async fn connect(db: &str) -> AnyPool {

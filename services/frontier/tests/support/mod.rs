@@ -45,6 +45,14 @@ pub fn corpus() -> PathBuf {
     testdata::tinyshakespeare()
 }
 
+/// The test corpus as a spec names it: relative to the workers' data folder, [`data_dir`].
+pub const CORPUS: &str = "tinyshakespeare.txt";
+
+/// The folder holding the test corpus: the data folder of workers started without one.
+pub fn data_dir() -> PathBuf {
+    corpus().parent().expect("the corpus is in a folder").to_owned()
+}
+
 /// The server's admin URL (the `postgres` database), from `FRONTIER_TEST_POSTGRES_URL`.
 pub fn admin_url() -> String {
     std::env::var("FRONTIER_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned())
@@ -147,9 +155,8 @@ pub fn worker_with(port: u16, id: &str, cache: &Path, how: &WorkerOpts) -> Proc 
         .env("FRONTIER_WORKER_TOKEN", WORKER)
         .stdout(Stdio::null())
         .stderr(stderr_to(how.log.as_deref()));
-    if let Some(dir) = &how.data_dir {
-        cmd.arg("--data-dir").arg(dir);
-    }
+    // Specs name corpora relative to the data folder; by default the test corpus's.
+    cmd.arg("--data-dir").arg(how.data_dir.clone().unwrap_or_else(data_dir));
     if let Some(dir) = &how.checkpoint_dir {
         cmd.arg("--checkpoint-dir").arg(dir);
     }
