@@ -475,7 +475,13 @@ fn trial_note(note: &CheckpointNote) -> TrialNote {
     TrialNote { kind, step, message }
 }
 
-/// Where a job's corpus path leads on this worker: a file or folder inside the data folder (the
+/// What a spec field names, for messages: `corpus path`, `tokenizer file`.
+fn noun(field: &str) -> &'static str {
+    if field == "proxy.tokenizer" { "tokenizer file" } else { "corpus path" }
+}
+
+/// Where a name a job reads (`field`: its corpus, shard set or tokenizer file) leads on this
+/// worker: a file or folder inside the data folder (the
 /// working directory when none is set), and nowhere else. The path must be relative without
 /// `..`; resolved, with every symbolic link followed, it must still be inside the folder and be
 /// a regular file or a folder (never a device such as `/dev/zero`). Breaking that is a
@@ -514,19 +520,25 @@ fn confine(
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(JobError {
-                message: format!("{field}: {} does not exist", joined.display()),
+                message: format!("{} {} does not exist", noun(field), joined.display()),
                 retryable: true,
             });
         }
         Err(e) => {
-            return Err(JobError { message: format!("{field}: {}: {e}", joined.display()), retryable: true });
+            return Err(JobError {
+                message: format!("{} {}: {e}", noun(field), joined.display()),
+                retryable: true,
+            });
         }
     };
     if !resolved.starts_with(&base) {
         return Err(refuse("leads outside the data folder (through a symbolic link)"));
     }
     let kind = std::fs::metadata(&resolved)
-        .map_err(|e| JobError { message: format!("{field}: {}: {e}", resolved.display()), retryable: true })?
+        .map_err(|e| JobError {
+            message: format!("{} {}: {e}", noun(field), resolved.display()),
+            retryable: true,
+        })?
         .file_type();
     if !(kind.is_file() || kind.is_dir()) {
         return Err(refuse("is neither a regular file nor a folder"));
