@@ -4,6 +4,7 @@
 #
 #   bench/shards.sh            # a 20 MB and a 2 GB set (about 3 GB of disk under target/)
 #   SMALL_MB=20 LARGE_MB=2000 STEPS=64 bench/shards.sh
+#   SKIP_BUILD=1 bench/shards.sh  # with target/release/frontier already built
 #
 # Run it on an idle machine: the figures are per core and another build halves them.
 set -euo pipefail
@@ -14,7 +15,7 @@ steps="${STEPS:-64}"
 work="target/bench-shards"
 frontier="target/release/frontier"
 
-cargo build --release -p frontier >&2
+[ "${SKIP_BUILD:-0}" = 1 ] || cargo build --release -p frontier >&2
 mkdir -p "$work"
 
 # A byte-level set holds 2 bytes per token (u16), so a set of N MB needs N/2 MB of text: copies of
