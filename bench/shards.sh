@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shard sets at two sizes, side by side: batch assembly from the mapped shards (and from the same
+# Shard sets at two sizes, side by side: batch assembly from the shard files (and from the same
 # stream held in memory), and the peak resident memory of a training run on each.
 #
 #   bench/shards.sh            # a 20 MB and a 2 GB set (about 3 GB of disk under target/)

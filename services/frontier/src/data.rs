@@ -1,5 +1,5 @@
 //! `frontier data {prepare, verify, show}`: corpora tokenized once into shard sets that workers
-//! memory-map (`proxy.corpus = "shards:NAME"`).
+//! read window by window (`proxy.corpus = "shards:NAME"`).
 
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
@@ -21,7 +21,7 @@ pub enum DataCommand {
     Verify(SetArgs),
     /// Print a shard set's manifest summary.
     Show(SetArgs),
-    /// Measure batch assembly from the mapped shards on one core (tokens/s), beside the same
+    /// Measure batch assembly from the shard files on one core (tokens/s), beside the same
     /// windows cut from the stream held in memory when it fits.
     Bench(BenchArgs),
 }
@@ -139,10 +139,10 @@ fn bench(args: &BenchArgs) -> Result<String> {
     // One warm-up round pages the windows' code paths in; then the two sources alternate round
     // by round on this one thread, so drift on a shared machine falls on both.
     time_round(&shards, args.batches, 0);
-    let (mut mapped, mut held) = (Vec::new(), Vec::new());
+    let (mut from_files, mut held) = (Vec::new(), Vec::new());
     for round in 1..=args.rounds as u64 {
         let first = round * args.batches;
-        mapped.push(time_round(&shards, args.batches, first));
+        from_files.push(time_round(&shards, args.batches, first));
         if let Some(source) = &in_memory {
             held.push(time_round(source, args.batches, first));
         }
@@ -164,7 +164,7 @@ fn bench(args: &BenchArgs) -> Result<String> {
         let range = format!("{:.1}-{:.1}", low / 1e6, high / 1e6);
         let _ = writeln!(out, "{name:<28} {:>12.1} {range:>16}", median / 1e6);
     };
-    row(&mut out, "mapped shards", mapped);
+    row(&mut out, "shard files (pread)", from_files);
     if held.is_empty() {
         let _ = writeln!(out, "(the stream is over --max-memory-tokens: no in-memory row)");
     } else {

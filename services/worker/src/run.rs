@@ -94,7 +94,7 @@ impl TrainRun {
 /// The data a job trains on, made ready.
 enum Prepared {
     Text(PreparedData),
-    /// A memory-mapped shard set: nothing of the corpus is in memory.
+    /// A shard set on disk, read window by window: nothing of the corpus is in memory.
     Shards(Box<ShardSet>),
     Synthetic(SyntheticTasks),
 }

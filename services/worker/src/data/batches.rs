@@ -18,8 +18,8 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use super::shardset::ShardStream;
 
-/// A token stream batches are cut from: ids in memory, or one side of a memory-mapped shard
-/// set. Both read the same windows for the same positions.
+/// A token stream batches are cut from: ids in memory, or one side of a shard set on disk, read
+/// window by window. Both give the same windows for the same positions.
 #[derive(Clone, Copy, Debug)]
 pub enum TokenStream<'a> {
     Memory(&'a [u32]),

@@ -13,7 +13,7 @@
 //!    requested vocabulary size or loaded from a `tokenizer.json`.
 //! 4. [`shard`] caches each tokenized stream in a checked binary file under a content key.
 //! 5. [`batches`] cuts seeded random training windows and sequential validation windows, from a
-//!    stream in memory or from a memory-mapped [`shardset`].
+//!    stream in memory or from a [`shardset`] on disk.
 //!
 //! At scale the corpus is tokenized once by [`prepare_shards`] (`frontier data prepare`) into a
 //! [`shardset`]: fixed-size binary shards and a manifest that workers map instead of reading

@@ -1,10 +1,12 @@
 //! Shard sets: a corpus tokenized once (`frontier data prepare`) into fixed-size binary shards
-//! and a manifest, which workers memory-map instead of reading the corpus.
+//! and a manifest, which workers read window by window instead of reading the corpus.
 //!
 //! At the paper's scale a proxy reads ~10B tokens from a corpus far larger than memory, on many
-//! workers at once. So the corpus is tokenized ahead of time, and a worker only maps the shard
-//! files: a batch copies its windows out of the mapping (the OS pages in what is touched and
-//! may drop it again), and the batch at step `s` is a pure function of `(seed, s)` as for an
+//! workers at once. So the corpus is tokenized ahead of time, and a worker only opens the shard
+//! files: a batch reads each of its windows with one positioned read (`pread`), so the worker's
+//! memory does not grow with the set (a memory map did: the kernel maps pages around every
+//! fault, and a 2 GB set's pages counted in the process's resident memory within a minute of
+//! random windows), and the batch at step `s` is a pure function of `(seed, s)` as for an
 //! in-memory stream ([`super::batches`]), so a resumed trial reads exactly the batches it would
 //! have read.
 //!
@@ -31,6 +33,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -405,10 +408,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// One side of a shard set, memory-mapped: the shards' ids as one stream.
+/// One side of a shard set: the shards' ids as one stream, read where a window asks.
 #[derive(Debug)]
 pub struct ShardStream {
-    maps: Vec<memmap2::Mmap>,
+    files: Vec<(File, PathBuf)>,
     /// The stream position of each shard's first id, and the total after the last.
     starts: Vec<usize>,
     dtype: TokenDtype,
@@ -427,7 +430,8 @@ impl ShardStream {
     /// Appends the ids at `start..start + n` to `out`, across shard boundaries.
     ///
     /// # Panics
-    /// When the range runs past the end of the stream (callers cut windows inside it).
+    /// When the range runs past the end of the stream (callers cut windows inside it), or a
+    /// shard cannot be read (a storage fault; see the comment inside).
     pub fn extend_into(&self, start: usize, n: usize, out: &mut Vec<u32>) {
         assert!(start + n <= self.len(), "window {start}+{n} runs past the stream's {} ids", self.len());
         let mut shard = self.starts.partition_point(|&s| s <= start) - 1;
@@ -437,7 +441,14 @@ impl ShardStream {
             let local = at - self.starts[shard];
             let take = (self.starts[shard + 1] - at).min(end - at);
             let width = self.dtype.width();
-            let bytes = &self.maps[shard][local * width..(local + take) * width];
+            let mut bytes = vec![0u8; take * width];
+            let (file, path) = &self.files[shard];
+            // The size was checked against the manifest when the set was opened and shards are
+            // never rewritten in place, so a failed read is a storage fault (a lost network
+            // mount, a disk error), not bad input: the trial stops with the file's name.
+            if let Err(e) = file.read_exact_at(&mut bytes, (local * width) as u64) {
+                panic!("reading {} at id {local}: {e}", path.display());
+            }
             match self.dtype {
                 TokenDtype::U16 => {
                     out.extend(bytes.chunks_exact(2).map(|b| u32::from(u16::from_le_bytes([b[0], b[1]]))));
@@ -459,7 +470,7 @@ impl ShardStream {
     }
 }
 
-/// An opened shard set: its manifest, tokenizer and both sides mapped.
+/// An opened shard set: its manifest, tokenizer and both sides open.
 #[derive(Debug)]
 pub struct ShardSet {
     pub dir: PathBuf,
@@ -471,7 +482,7 @@ pub struct ShardSet {
 
 impl ShardSet {
     /// Opens the set in `dir`: reads and checks the manifest, the tokenizer and every shard's
-    /// size, and maps the shards. Nothing is read into memory beyond the manifest and tokenizer.
+    /// size, and keeps the shards open. Nothing is read beyond the manifest and tokenizer.
     pub fn open(dir: &Path) -> Result<Self, ShardSetError> {
         let inconsistent = |problem: String| ShardSetError::Inconsistent { dir: dir.to_owned(), problem };
         if !dir.is_dir() {
@@ -519,8 +530,8 @@ impl ShardSet {
         for (infos, stream) in
             [(&self.manifest.train, &self.train), (&self.manifest.validation, &self.validation)]
         {
-            for (info, map) in infos.iter().zip(&stream.maps) {
-                let digest = hex(&Sha256::digest(&map[..]));
+            for (info, (_, path)) in infos.iter().zip(&stream.files) {
+                let digest = hex(&Sha256::digest(fs::read(path).map_err(io_error(path))?));
                 if digest != info.sha256 {
                     return Err(ShardSetError::Inconsistent {
                         dir: self.dir.clone(),
@@ -557,7 +568,7 @@ impl ShardSet {
 
 /// Maps one side's shards after checking each file's size against the manifest.
 fn map_side(dir: &Path, infos: &[ShardInfo], dtype: TokenDtype) -> Result<ShardStream, ShardSetError> {
-    let mut maps = Vec::with_capacity(infos.len());
+    let mut files = Vec::with_capacity(infos.len());
     let mut starts = vec![0usize];
     for info in infos {
         let inconsistent = |problem: String| ShardSetError::Inconsistent { dir: dir.to_owned(), problem };
@@ -581,23 +592,10 @@ fn map_side(dir: &Path, infos: &[ShardInfo], dtype: TokenDtype) -> Result<ShardS
                 dtype.width()
             )));
         }
-        maps.push(map_file(&file).map_err(io_error(&path))?);
+        files.push((file, path));
         starts.push(starts.last().copied().unwrap_or(0) + info.tokens as usize);
     }
-    Ok(ShardStream { maps, starts, dtype })
-}
-
-/// Maps a shard file read-only.
-#[allow(unsafe_code)]
-fn map_file(file: &File) -> io::Result<memmap2::Mmap> {
-    // SAFETY: a mapping is undefined behaviour only if the file changes under it. Shard files
-    // are never modified once written: `prepare_shards` writes a whole set into a staging folder
-    // and renames it into place, and nothing in Frontier writes into an existing set. The size
-    // was checked against the manifest just before, so every window read lies inside the file.
-    let map = unsafe { memmap2::Mmap::map(file)? };
-    // Windows are read at random offsets: read-ahead would only page in what is never used.
-    let _ = map.advise(memmap2::Advice::Random);
-    Ok(map)
+    Ok(ShardStream { files, starts, dtype })
 }
 
 #[cfg(test)]

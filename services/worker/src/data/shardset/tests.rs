@@ -43,7 +43,7 @@ fn a_shard_set_holds_the_streams_of_the_in_memory_pipeline_across_its_shards() {
     assert_eq!(set.validation.to_vec(), memory.validation);
     assert_eq!(set.manifest.train_tokens() as usize, memory.train.len());
 
-    // The same step gives the same batch from the mapped shards as from memory, windows that
+    // The same step gives the same batch read from the shards as from memory, windows that
     // straddle a shard boundary included.
     let from_shards = TrainBatches::new(&set.train, 64, 16, 7).unwrap();
     let from_memory = TrainBatches::new(&memory.train, 64, 16, 7).unwrap();
