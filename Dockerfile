@@ -39,6 +39,7 @@ COPY services/api/Cargo.toml services/api/
 COPY services/coordinator/Cargo.toml services/coordinator/
 COPY services/worker/Cargo.toml services/worker/
 COPY services/frontier/Cargo.toml services/frontier/
+COPY testdata/Cargo.toml testdata/
 COPY deploy/docker/stub-workspace.sh /usr/local/bin/stub-workspace
 # cudarc reads CUDARC_CUDA_VERSION when it is set at all, so an empty one is unset.
 RUN set -eu; \
