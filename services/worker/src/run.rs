@@ -10,6 +10,7 @@ use serde::Serialize;
 use crate::backend::{Cpu, CpuAutodiff, CpuDevice, describe};
 use std::collections::BTreeMap;
 
+use crate::data::batches::TokenStream;
 use crate::data::{
     CorpusSource, DataConfig, DataError, PreparedData, ShardSet, SyntheticTasks, Tokenizer, TokenizerSpec,
     prepare,
@@ -213,57 +214,36 @@ fn train_on<B: TrainingBackend>(
     let params = model.num_params() as u64;
     let (mut untrained_val_loss, mut untrained_accuracy) = (None, None);
     let run = match prepared {
-        Prepared::Text(prepared) => {
+        Prepared::Text(_) | Prepared::Shards(_) => {
+            // Either way a tokenizer and two token streams: in memory, or shards on disk.
+            let (tokenizer, train, validation): (&Tokenizer, TokenStream<'_>, TokenStream<'_>) =
+                match prepared {
+                    Prepared::Text(p) => (&p.tokenizer, (&p.train).into(), (&p.validation).into()),
+                    Prepared::Shards(set) => (&set.tokenizer, (&set.train).into(), (&set.validation).into()),
+                    Prepared::Synthetic(_) => unreachable!("matched above"),
+                };
             if score_untrained {
                 untrained_val_loss = Some(evaluate(
                     &model.valid(),
-                    &prepared.validation,
+                    validation,
                     config.seq_len,
                     config.batch_size,
                     config.eval_tokens,
                     device,
                 )?);
             }
-            let data = TrainData::Text {
-                train: (&prepared.train).into(),
-                validation: (&prepared.validation).into(),
-            };
-            let (outcome, _) = train_on_data(model, data, config, device, progress)?;
+            let (outcome, _) =
+                train_on_data(model, TrainData::Text { train, validation }, config, device, progress)?;
             TrainRun {
                 outcome,
                 untrained_val_loss,
                 untrained_accuracy,
                 params,
                 device: describe::<B>(device),
-                tokenizer: prepared.tokenizer.name(),
-                vocab_size: prepared.tokenizer.vocab_size(),
-                train_tokens_available: prepared.train.len(),
-                validation_tokens_available: prepared.validation.len(),
-            }
-        }
-        Prepared::Shards(set) => {
-            if score_untrained {
-                untrained_val_loss = Some(evaluate(
-                    &model.valid(),
-                    &set.validation,
-                    config.seq_len,
-                    config.batch_size,
-                    config.eval_tokens,
-                    device,
-                )?);
-            }
-            let data = TrainData::Text { train: (&set.train).into(), validation: (&set.validation).into() };
-            let (outcome, _) = train_on_data(model, data, config, device, progress)?;
-            TrainRun {
-                outcome,
-                untrained_val_loss,
-                untrained_accuracy,
-                params,
-                device: describe::<B>(device),
-                tokenizer: set.tokenizer.name(),
-                vocab_size: set.tokenizer.vocab_size(),
-                train_tokens_available: set.train.len(),
-                validation_tokens_available: set.validation.len(),
+                tokenizer: tokenizer.name(),
+                vocab_size: tokenizer.vocab_size(),
+                train_tokens_available: train.len(),
+                validation_tokens_available: validation.len(),
             }
         }
         Prepared::Synthetic(tasks) => {
