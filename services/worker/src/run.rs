@@ -109,6 +109,16 @@ impl Prepared {
         }
     }
 
+    /// The tokenizer and both token streams of a text corpus, in memory or shards on disk;
+    /// `None` for synthetic tasks.
+    fn streams(&self) -> Option<(&Tokenizer, TokenStream<'_>, TokenStream<'_>)> {
+        match self {
+            Prepared::Text(p) => Some((&p.tokenizer, (&p.train).into(), (&p.validation).into())),
+            Prepared::Shards(set) => Some((&set.tokenizer, (&set.train).into(), (&set.validation).into())),
+            Prepared::Synthetic(_) => None,
+        }
+    }
+
     fn tokenizer_name(&self) -> String {
         match self {
             Prepared::Text(p) => p.tokenizer.name(),
@@ -215,13 +225,9 @@ fn train_on<B: TrainingBackend>(
     let (mut untrained_val_loss, mut untrained_accuracy) = (None, None);
     let run = match prepared {
         Prepared::Text(_) | Prepared::Shards(_) => {
-            // Either way a tokenizer and two token streams: in memory, or shards on disk.
-            let (tokenizer, train, validation): (&Tokenizer, TokenStream<'_>, TokenStream<'_>) =
-                match prepared {
-                    Prepared::Text(p) => (&p.tokenizer, (&p.train).into(), (&p.validation).into()),
-                    Prepared::Shards(set) => (&set.tokenizer, (&set.train).into(), (&set.validation).into()),
-                    Prepared::Synthetic(_) => unreachable!("matched above"),
-                };
+            let Some((tokenizer, train, validation)) = prepared.streams() else {
+                unreachable!("text corpora and shard sets have streams")
+            };
             if score_untrained {
                 untrained_val_loss = Some(evaluate(
                     &model.valid(),

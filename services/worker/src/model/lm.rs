@@ -77,6 +77,30 @@ pub struct DecodeState<B: Backend> {
 static SEEDED_INIT: Mutex<()> = Mutex::new(());
 
 impl<B: Kernels> HybridLm<B> {
+    /// Every float parameter by its module path (`layers.3.op.Ffn.up_proj.weight`), in the
+    /// module's order, with its values read back: for tests and diagnostics, not a hot path.
+    pub fn named_parameters(&self) -> Vec<(String, Vec<f32>)> {
+        struct Collect {
+            path: Vec<String>,
+            found: Vec<(String, Vec<f32>)>,
+        }
+        impl<B: Backend> ModuleVisitor<B> for Collect {
+            fn enter_module(&mut self, name: &str, _container_type: &str) {
+                self.path.push(name.to_owned());
+            }
+            fn exit_module(&mut self, _name: &str, _container_type: &str) {
+                self.path.pop();
+            }
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let values = param.val().into_data().convert::<f32>().to_vec::<f32>().unwrap_or_default();
+                self.found.push((self.path.join("."), values));
+            }
+        }
+        let mut collect = Collect { path: vec![], found: vec![] };
+        self.visit(&mut collect);
+        collect.found
+    }
+
     /// Builds the model with weights drawn from `seed`: the same seed gives the same weights.
     /// burn creates parameters lazily, so every parameter is materialised here, under the seed,
     /// rather than at some later first use.
@@ -370,29 +394,6 @@ mod tests {
         assert_eq!((a.sliding_window, a.meta_tokens), (Some(3), 4));
     }
 
-    /// Every float parameter of `model` by path (`layers.3.op.Ffn.up_proj.weight`).
-    fn parameters(model: &HybridLm<B>) -> Vec<(String, Vec<f32>)> {
-        struct Collect {
-            path: Vec<String>,
-            found: Vec<(String, Vec<f32>)>,
-        }
-        impl ModuleVisitor<B> for Collect {
-            fn enter_module(&mut self, name: &str, _container_type: &str) {
-                self.path.push(name.to_owned());
-            }
-            fn exit_module(&mut self, _name: &str, _container_type: &str) {
-                self.path.pop();
-            }
-            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-                let values = param.val().into_data().to_vec::<f32>().unwrap();
-                self.found.push((self.path.join("."), values));
-            }
-        }
-        let mut collect = Collect { path: vec![], found: vec![] };
-        model.visit(&mut collect);
-        collect.found
-    }
-
     /// Mean and standard deviation.
     fn moments(values: &[f32]) -> (f64, f64) {
         let n = values.len() as f64;
@@ -416,7 +417,7 @@ mod tests {
             assert!((got / want - 1.0).abs() <= tolerance, "{what}: std {got}, want {want}");
         };
         let mut checked = 0;
-        for (path, values) in parameters(&model) {
+        for (path, values) in model.named_parameters() {
             let (mean, std) = moments(&values);
             let writes_residual = ["o_proj", "down_proj", "out_proj"].iter().any(|w| path.contains(w));
             let want = if writes_residual { out_std } else { 0.02 };

@@ -3,8 +3,7 @@
 mod resume;
 mod synthetic;
 
-use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
+use burn::module::AutodiffModule;
 use search_space::presets::{preset, tiny_settings};
 use search_space::{Architecture, ModelSpec};
 use worker::backend::{CpuAutodiff, CpuDevice};
@@ -57,29 +56,6 @@ fn the_same_seed_gives_the_same_run() {
     assert_ne!(a, run(8));
 }
 
-/// Every float parameter of `model` by path, in the module's order.
-fn parameters(model: &HybridLm<B>) -> Vec<(String, Vec<f32>)> {
-    struct Collect {
-        path: Vec<String>,
-        found: Vec<(String, Vec<f32>)>,
-    }
-    impl ModuleVisitor<B> for Collect {
-        fn enter_module(&mut self, name: &str, _container_type: &str) {
-            self.path.push(name.to_owned());
-        }
-        fn exit_module(&mut self, _name: &str, _container_type: &str) {
-            self.path.pop();
-        }
-        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-            self.found
-                .push((self.path.join("."), param.val().into_data().to_vec::<f32>().expect("f32 weights")));
-        }
-    }
-    let mut collect = Collect { path: vec![], found: vec![] };
-    model.visit(&mut collect);
-    collect.found
-}
-
 /// Here rather than beside the model: burn's CPU backend draws from one process-wide RNG, and
 /// the model's unit tests draw random tensors in parallel threads, between a seed and its draws.
 /// Nothing in this binary draws outside `init_seeded`.
@@ -88,9 +64,9 @@ fn the_same_seed_draws_the_same_weights_and_another_seed_others() {
     let device = CpuDevice::default();
     let layers = ["A", "F", "M2", "F", "D", "F", "GD", "F"].iter().map(|c| c.parse().unwrap()).collect();
     let spec = Architecture::from_layers(tiny_settings(), layers).expand().unwrap();
-    let a = parameters(&HybridLm::<B>::init_seeded(&spec, 9, &device));
-    assert_eq!(a, parameters(&HybridLm::<B>::init_seeded(&spec, 9, &device)));
-    let b = parameters(&HybridLm::<B>::init_seeded(&spec, 10, &device));
+    let a = HybridLm::<B>::init_seeded(&spec, 9, &device).named_parameters();
+    assert_eq!(a, HybridLm::<B>::init_seeded(&spec, 9, &device).named_parameters());
+    let b = HybridLm::<B>::init_seeded(&spec, 10, &device).named_parameters();
     // Every drawn weight differs; only the fixed ones (norm gains, D, Mamba2's A_log, conv
     // biases at zero) may agree.
     for ((path, x), (_, y)) in a.iter().zip(&b) {
