@@ -174,7 +174,7 @@ async fn run_async(args: RunArgs) -> Result<String> {
             coordinator: base.clone(),
             token: worker_token.clone(),
             worker_id: format!("local-{i}"),
-            device: args.device,
+            device: args.device.into(),
             cache_dir: Some(std::env::temp_dir().join("frontier-cache")),
             data_dir: data_dir.clone(),
             // Used when the spec sets `proxy.checkpoint_every`: a run interrupted and resumed

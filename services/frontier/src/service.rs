@@ -11,8 +11,9 @@ use clap::Args;
 use coordinator::http::ApiConfig;
 use coordinator::server::{Application, shutdown_signal};
 use serde_json::Value;
+use worker::backend::Precision;
 use worker::pull::{Worker, WorkerConfig};
-use worker::run::DeviceChoice;
+use worker::run::{DeviceChoice, DeviceSet};
 
 /// `frontier serve`.
 #[derive(Debug, Args)]
@@ -120,9 +121,14 @@ pub struct WorkerArgs {
     /// A stable id for this worker; defaults to HOSTNAME-PID.
     #[arg(long, env = "FRONTIER_WORKER_ID")]
     worker_id: Option<String>,
-    /// cpu, or cuda / cuda:N in builds with the `cuda` feature.
+    /// cpu, or cuda / cuda:N in builds with the `cuda` feature; cuda:0,1,2,3 trains every
+    /// trial data parallel over those GPUs (its batch split evenly between them).
     #[arg(long, env = "FRONTIER_DEVICE", default_value = "cpu")]
-    device: DeviceChoice,
+    device: DeviceSet,
+    /// Float type every trial trains in: f32, or bf16 (half the memory; the GPU's bf16 tensor
+    /// cores). Reported with each result's device.
+    #[arg(long, env = "FRONTIER_PRECISION", default_value = "f32")]
+    precision: Precision,
     /// Cache for tokenized corpora and trained tokenizers.
     #[arg(long, env = "FRONTIER_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -156,6 +162,9 @@ pub fn worker(args: WorkerArgs) -> Result<String> {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
         format!("{host}-{}", std::process::id())
     });
+    // Before anything runs on the devices: burn fixes a device's float type at its first tensor.
+    worker::run::set_precision(&args.device, args.precision)?;
+    let primary = args.device.primary();
     let config = WorkerConfig {
         coordinator: args.coordinator,
         token: args.token,
@@ -167,7 +176,7 @@ pub fn worker(args: WorkerArgs) -> Result<String> {
         lease_wait: Duration::from_secs(20),
         max_backoff: Duration::from_secs(10),
     };
-    let info = device_info(args.device)?;
+    let info = device_info(primary)?;
     runtime()?.block_on(async move {
         let mut worker = Worker::new(config, info);
         let stop = worker.stop_flag();

@@ -10,9 +10,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use search_space::ModelSpec;
 use serde_json::json;
+use worker::backend::Precision;
 use worker::data::{CorpusSource, DataConfig, TokenizerSpec};
 use worker::decode::DecodeSetting;
-use worker::run::{DeviceChoice, decode_job, train_job};
+use worker::run::{DeviceSet, decode_job, set_precision, train_job};
 use worker::train::{Outcome, Progress, TrainConfig};
 
 use crate::space::{Source, load};
@@ -33,9 +34,10 @@ pub struct ModelArgs {
     /// Seed of the initial weights (and, for training, of the batch order).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// cpu, or cuda / cuda:N in builds with the `cuda` feature.
+    /// cpu, or cuda / cuda:N in builds with the `cuda` feature; for training, cuda:0,1,..
+    /// trains data parallel over those GPUs.
     #[arg(long, default_value = "cpu")]
-    device: DeviceChoice,
+    device: DeviceSet,
 }
 
 impl ModelArgs {
@@ -76,6 +78,10 @@ pub struct TrainArgs {
     /// `batch / micro-batch` passes (must divide --batch).
     #[arg(long)]
     micro_batch: Option<usize>,
+    /// Float type of weights, activations and gradients: f32, or bf16 (half the memory; the
+    /// GPU's bf16 tensor cores).
+    #[arg(long, default_value = "f32")]
+    precision: Precision,
     /// Peak learning rate.
     #[arg(long, default_value_t = 2e-3)]
     lr: f64,
@@ -178,9 +184,16 @@ pub fn train(args: TrainArgs) -> Result<String> {
         eval_tokens: Some(args.eval_tokens),
         ..TrainConfig::default()
     };
-    let run =
-        train_job(&spec, &data, &config, args.model.device, args.eval_untrained, progress_printer(args.json))
-            .with_context(|| format!("training {name} on {corpus}"))?;
+    set_precision(&args.model.device, args.precision)?;
+    let run = train_job(
+        &spec,
+        &data,
+        &config,
+        args.model.device.clone(),
+        args.eval_untrained,
+        progress_printer(args.json),
+    )
+    .with_context(|| format!("training {name} on {corpus}"))?;
     if args.json {
         let mut line = json!({
             "arch": name,
@@ -247,7 +260,14 @@ pub fn decode_bench(args: DecodeArgs) -> Result<String> {
         warmup: args.warmup,
         repeats: args.repeats,
     };
-    let (report, device) = decode_job(&spec, setting, args.model.seed, args.model.device)
+    if args.model.device.len() > 1 {
+        let first = DeviceSet::from(args.model.device.primary());
+        bail!(
+            "--device {}: decode is measured on one device; name one, e.g. --device {first}",
+            args.model.device
+        );
+    }
+    let (report, device) = decode_job(&spec, setting, args.model.seed, args.model.device.primary())
         .with_context(|| format!("decode benchmark of {name}"))?;
     if args.json {
         let line = json!({"arch": name, "hash": spec.canonical_hash(), "device": device, "report": report});

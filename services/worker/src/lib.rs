@@ -88,6 +88,61 @@ pub mod backend {
         format!("{} on {:?}", B::name(device), device)
     }
 
+    /// The float type a device computes and keeps weights in.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub enum Precision {
+        /// f32 everywhere (the default).
+        #[default]
+        F32,
+        /// bfloat16 for every float tensor the device creates: weights, activations, gradients
+        /// and the optimiser's moments (burn 0.21's modules hold one dtype, so there are no f32
+        /// master weights). Halves memory and uses the GPU's bf16 tensor cores.
+        Bf16,
+    }
+
+    impl std::str::FromStr for Precision {
+        type Err = String;
+
+        fn from_str(s: &str) -> Result<Self, Self::Err> {
+            match s {
+                "f32" => Ok(Precision::F32),
+                "bf16" => Ok(Precision::Bf16),
+                _ => Err(format!("unknown precision `{s}`; expected f32 or bf16")),
+            }
+        }
+    }
+
+    impl std::fmt::Display for Precision {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(match self {
+                Precision::F32 => "f32",
+                Precision::Bf16 => "bf16",
+            })
+        }
+    }
+
+    /// Makes `precision` the float type of every tensor `device` creates from now on. burn
+    /// fixes a device's types at its first tensor, for the life of the process: call this
+    /// before anything runs on the device. Setting the type it already has is not an error.
+    pub fn set_precision<B: Backend>(device: &B::Device, precision: Precision) -> Result<(), String> {
+        use burn::tensor::{DType, Element, get_device_settings, set_default_dtypes};
+        let (float, name) = match precision {
+            Precision::F32 => (DType::F32, "f32"),
+            Precision::Bf16 => (DType::BF16, "bf16"),
+        };
+        match set_default_dtypes::<B>(device, float, <B::IntElem as Element>::dtype()) {
+            Ok(()) => Ok(()),
+            Err(_) if DType::from(get_device_settings::<B>(device).float_dtype) == float => Ok(()),
+            Err(e) => Err(format!("cannot compute in {name} on {device:?}: {e}")),
+        }
+    }
+
+    /// The float type `device` computes in.
+    pub fn precision_of<B: Backend>(device: &B::Device) -> Precision {
+        let float = burn::tensor::DType::from(burn::tensor::get_device_settings::<B>(device).float_dtype);
+        if float == burn::tensor::DType::BF16 { Precision::Bf16 } else { Precision::F32 }
+    }
+
     /// [`describe`] for the default backend and device.
     pub fn default_description() -> String {
         describe::<Cpu>(&default_device())

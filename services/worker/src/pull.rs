@@ -24,7 +24,7 @@ use reqwest::StatusCode;
 use crate::checkpoint::{CheckpointNote, Checkpointing};
 use crate::data::{ContentKey, CorpusSource, DataConfig, TokenizerSpec};
 use crate::decode::DecodeSetting;
-use crate::run::{DeviceChoice, RunError, TrainRun, decode_job, train_job};
+use crate::run::{DeviceSet, RunError, TrainRun, decode_job, train_job};
 use crate::train::{Outcome, Progress, TrainConfig};
 
 /// How to reach the coordinator and what this worker is.
@@ -34,7 +34,9 @@ pub struct WorkerConfig {
     pub coordinator: String,
     pub token: String,
     pub worker_id: String,
-    pub device: DeviceChoice,
+    /// The devices every trial trains on (several: data parallel); the first is fingerprinted
+    /// and measures decode latency.
+    pub device: DeviceSet,
     /// Where tokenized corpora and trained tokenizers are cached between trials.
     pub cache_dir: Option<std::path::PathBuf>,
     /// What a relative `proxy.corpus` path in a job is read from (the working directory when
@@ -212,7 +214,7 @@ impl Worker {
         // Train on a blocking thread; heartbeat from here meanwhile.
         let progress: Arc<Mutex<Option<Progress>>> = Arc::new(Mutex::new(None));
         let job = grant.job.clone();
-        let device = self.config.device;
+        let device = self.config.device.clone();
         let paths =
             JobPaths { cache_dir: self.config.cache_dir.clone(), data_dir: self.config.data_dir.clone() };
         let checkpointing = checkpointing_for(&grant, self.config.checkpoint_dir.as_deref());
@@ -568,7 +570,7 @@ pub fn train_config(job: &TrialJob) -> TrainConfig {
 /// Trains (and, when asked, times decoding of) one job on this machine.
 pub fn run_job(
     job: &TrialJob,
-    device: DeviceChoice,
+    device: DeviceSet,
     paths: &JobPaths,
     progress: Arc<Mutex<Option<Progress>>>,
     checkpointing: Option<Checkpointing>,
@@ -582,7 +584,15 @@ pub fn run_job(
     data.max_vocab = Some(model.vocab_size as usize);
     let config = TrainConfig { checkpoint: checkpointing, ..train_config(job) };
     let mut curve: Vec<(u64, f64)> = Vec::new();
-    let run: TrainRun = train_job(&model, &data, &config, device, false, |p| {
+    let devices = device.usable_for(config.batch_size, config.micro_batch);
+    if devices.len() < device.len() {
+        tracing::warn!(
+            batch = config.batch_size,
+            micro_batch = ?config.micro_batch,
+            "the trial's batch does not split over {device}; training on {devices}"
+        );
+    }
+    let run: TrainRun = train_job(&model, &data, &config, devices, false, |p| {
         curve.push((p.step, p.loss));
         if let Ok(mut slot) = progress.lock() {
             *slot = Some(p);
@@ -601,7 +611,7 @@ pub fn run_job(
                 warmup: 1,
                 repeats: 3,
             };
-            let (report, _) = decode_job(&model, decode, job.seed, device)
+            let (report, _) = decode_job(&model, decode, job.seed, device.primary())
                 .map_err(|e| JobError { retryable: retryable(&e), message: e.to_string() })?;
             Some(report.total_ms)
         }

@@ -7,7 +7,7 @@ use burn::module::{AutodiffModule, Module};
 use search_space::ModelSpec;
 use serde::Serialize;
 
-use crate::backend::{Cpu, CpuAutodiff, CpuDevice, describe};
+use crate::backend::{Cpu, CpuAutodiff, CpuDevice, Precision, describe};
 use std::collections::BTreeMap;
 
 use crate::data::batches::TokenStream;
@@ -18,7 +18,7 @@ use crate::data::{
 use crate::decode::{DecodeError, DecodeReport, DecodeSetting, bench};
 use crate::model::lm::HybridLm;
 use crate::train::{
-    Outcome, Progress, TrainConfig, TrainData, TrainError, evaluate, evaluate_tasks, train_on_data,
+    Outcome, Progress, TrainConfig, TrainData, TrainError, evaluate, evaluate_tasks, train_on_devices,
     validation_examples,
 };
 
@@ -45,6 +45,97 @@ impl std::str::FromStr for DeviceChoice {
     }
 }
 
+/// The devices one training run uses: one, or several GPUs of a node that train it data
+/// parallel (`cuda:0,1,2,3`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceSet {
+    Cpu,
+    /// CUDA GPUs by index, in order; the first reports and is scored on.
+    Cuda(Vec<usize>),
+}
+
+impl DeviceSet {
+    /// The device that reports, is measured and is fingerprinted: the first.
+    pub fn primary(&self) -> DeviceChoice {
+        match self {
+            DeviceSet::Cpu => DeviceChoice::Cpu,
+            DeviceSet::Cuda(indices) => DeviceChoice::Cuda(indices[0]),
+        }
+    }
+
+    /// How many devices a run spreads over.
+    pub fn len(&self) -> usize {
+        match self {
+            DeviceSet::Cpu => 1,
+            DeviceSet::Cuda(indices) => indices.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The most of these devices (in order) over which a batch of `batch_size` rows, in
+    /// micro-batches of `micro_batch`, splits evenly: all of them when it does.
+    pub fn usable_for(&self, batch_size: usize, micro_batch: Option<usize>) -> DeviceSet {
+        match self {
+            DeviceSet::Cpu => DeviceSet::Cpu,
+            DeviceSet::Cuda(indices) => {
+                let n = (1..=indices.len())
+                    .rev()
+                    .find(|&n| crate::train::check_split(batch_size, micro_batch, n).is_ok())
+                    .unwrap_or(1);
+                DeviceSet::Cuda(indices[..n].to_vec())
+            }
+        }
+    }
+}
+
+impl From<DeviceChoice> for DeviceSet {
+    fn from(choice: DeviceChoice) -> Self {
+        match choice {
+            DeviceChoice::Cpu => DeviceSet::Cpu,
+            DeviceChoice::Cuda(i) => DeviceSet::Cuda(vec![i]),
+        }
+    }
+}
+
+impl std::str::FromStr for DeviceSet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some(list) = s.strip_prefix("cuda:").filter(|l| l.contains(',')) else {
+            return s
+                .parse::<DeviceChoice>()
+                .map(DeviceSet::from)
+                .map_err(|e| format!("{e}, or cuda:0,1,.."));
+        };
+        let mut indices = Vec::new();
+        for part in list.split(',') {
+            let index: usize = part.trim().parse().map_err(|_| {
+                format!("unknown device `{s}`: `{part}` is not a GPU index; expected cuda:0,1,..")
+            })?;
+            if indices.contains(&index) {
+                return Err(format!("device list `{s}` names cuda:{index} twice"));
+            }
+            indices.push(index);
+        }
+        Ok(DeviceSet::Cuda(indices))
+    }
+}
+
+impl std::fmt::Display for DeviceSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceSet::Cpu => f.write_str("cpu"),
+            DeviceSet::Cuda(indices) => {
+                let list: Vec<String> = indices.iter().map(usize::to_string).collect();
+                write!(f, "cuda:{}", list.join(","))
+            }
+        }
+    }
+}
+
 /// Why a job could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -60,6 +151,8 @@ pub enum RunError {
     NoCuda,
     #[error("{0}")]
     Profile(String),
+    #[error("{0}")]
+    Precision(String),
 }
 
 /// A finished training job.
@@ -159,10 +252,11 @@ pub fn train_job(
     spec: &ModelSpec,
     data: &DataConfig,
     config: &TrainConfig,
-    device: DeviceChoice,
+    devices: impl Into<DeviceSet>,
     score_untrained: bool,
     progress: impl FnMut(Progress),
 ) -> Result<TrainRun, RunError> {
+    let devices = devices.into();
     let prepared = match &data.corpus {
         CorpusSource::Path(_) => Prepared::Text(prepare(data)?),
         CorpusSource::Shards(dir) => Prepared::Shards(Box::new(open_shards(dir, &data.tokenizer)?)),
@@ -189,26 +283,29 @@ pub fn train_job(
     // deployment, the tokenizer decides what the model sees here.
     let spec = ModelSpec { vocab_size: prepared.vocab_size() as u32, ..spec.clone() };
     spec.validate()?;
-    match device {
-        DeviceChoice::Cpu => train_on::<CpuAutodiff>(
+    match devices {
+        DeviceSet::Cpu => train_on::<CpuAutodiff>(
             &spec,
             &prepared,
             config,
-            &CpuDevice::default(),
+            &[CpuDevice::default()],
             score_untrained,
             progress,
         ),
         #[cfg(feature = "cuda")]
-        DeviceChoice::Cuda(i) => train_on::<crate::backend::CudaAutodiff>(
-            &spec,
-            &prepared,
-            config,
-            &crate::backend::cuda_device(i),
-            score_untrained,
-            progress,
-        ),
+        DeviceSet::Cuda(indices) => {
+            let devices: Vec<_> = indices.iter().map(|&i| crate::backend::cuda_device(i)).collect();
+            train_on::<crate::backend::CudaAutodiff>(
+                &spec,
+                &prepared,
+                config,
+                &devices,
+                score_untrained,
+                progress,
+            )
+        }
         #[cfg(not(feature = "cuda"))]
-        DeviceChoice::Cuda(_) => Err(RunError::NoCuda),
+        DeviceSet::Cuda(_) => Err(RunError::NoCuda),
     }
 }
 
@@ -216,10 +313,11 @@ fn train_on<B: TrainingBackend>(
     spec: &ModelSpec,
     prepared: &Prepared,
     config: &TrainConfig,
-    device: &B::Device,
+    devices: &[B::Device],
     score_untrained: bool,
     progress: impl FnMut(Progress),
 ) -> Result<TrainRun, RunError> {
+    let device = &devices[0];
     let model = HybridLm::<B>::init_seeded(spec, config.seed, device);
     let params = model.num_params() as u64;
     let (mut untrained_val_loss, mut untrained_accuracy) = (None, None);
@@ -239,13 +337,13 @@ fn train_on<B: TrainingBackend>(
                 )?);
             }
             let (outcome, _) =
-                train_on_data(model, TrainData::Text { train, validation }, config, device, progress)?;
+                train_on_devices(model, TrainData::Text { train, validation }, config, devices, progress)?;
             TrainRun {
                 outcome,
                 untrained_val_loss,
                 untrained_accuracy,
                 params,
-                device: describe::<B>(device),
+                device: describe_devices::<B>(devices),
                 tokenizer: tokenizer.name(),
                 vocab_size: tokenizer.vocab_size(),
                 train_tokens_available: train.len(),
@@ -259,14 +357,15 @@ fn train_on<B: TrainingBackend>(
                 untrained_val_loss = Some(scores.pooled_loss);
                 untrained_accuracy = Some(scores.accuracy);
             }
-            let (outcome, _) = train_on_data(model, TrainData::Synthetic(tasks), config, device, progress)?;
+            let (outcome, _) =
+                train_on_devices(model, TrainData::Synthetic(tasks), config, devices, progress)?;
             let examples = validation_examples(tasks, config.eval_tokens) * tasks.task_names().len();
             TrainRun {
                 outcome,
                 untrained_val_loss,
                 untrained_accuracy,
                 params,
-                device: describe::<B>(device),
+                device: describe_devices::<B>(devices),
                 tokenizer: "synthetic".to_owned(),
                 vocab_size: tasks.vocab_size(),
                 train_tokens_available: usize::try_from(config.tokens).unwrap_or(usize::MAX),
@@ -275,6 +374,34 @@ fn train_on<B: TrainingBackend>(
         }
     };
     Ok(run)
+}
+
+/// [`describe`] of the first device, with the count of the others of a data parallel run.
+/// In bf16, says so.
+fn describe_devices<B: TrainingBackend>(devices: &[B::Device]) -> String {
+    let mut text = describe::<B>(&devices[0]);
+    if crate::backend::precision_of::<B>(&devices[0]) == Precision::Bf16 {
+        text.push_str(", bf16");
+    }
+    if devices.len() > 1 {
+        text.push_str(&format!(" (data parallel over {} devices)", devices.len()));
+    }
+    text
+}
+
+/// Makes every device of `devices` compute in `precision` (see
+/// [`crate::backend::set_precision`]): call it once, before the process runs anything there.
+pub fn set_precision(devices: &DeviceSet, precision: Precision) -> Result<(), RunError> {
+    match devices {
+        DeviceSet::Cpu => crate::backend::set_precision::<Cpu>(&CpuDevice::default(), precision),
+        #[cfg(feature = "cuda")]
+        DeviceSet::Cuda(indices) => indices.iter().try_for_each(|&i| {
+            crate::backend::set_precision::<crate::backend::Cuda>(&crate::backend::cuda_device(i), precision)
+        }),
+        #[cfg(not(feature = "cuda"))]
+        DeviceSet::Cuda(_) => return Err(RunError::NoCuda),
+    }
+    .map_err(RunError::Precision)
 }
 
 /// Builds the model (weights from `seed`) and measures its decode latency.
@@ -299,5 +426,37 @@ pub fn decode_job(
         }
         #[cfg(not(feature = "cuda"))]
         DeviceChoice::Cuda(_) => Err(RunError::NoCuda),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_list_parses_in_order_and_prints_back() {
+        let set: DeviceSet = "cuda:2,0,1".parse().unwrap();
+        assert_eq!(set, DeviceSet::Cuda(vec![2, 0, 1]));
+        assert_eq!(
+            (set.len(), set.primary(), set.to_string()),
+            (3, DeviceChoice::Cuda(2), "cuda:2,0,1".into())
+        );
+        assert_eq!("cuda".parse::<DeviceSet>().unwrap(), DeviceSet::Cuda(vec![0]));
+        assert_eq!("cuda:3".parse::<DeviceSet>().unwrap(), DeviceSet::Cuda(vec![3]));
+        assert_eq!("cpu".parse::<DeviceSet>().unwrap(), DeviceSet::Cpu);
+        assert!("cuda:0,0".parse::<DeviceSet>().unwrap_err().contains("names cuda:0 twice"));
+        assert!("cuda:0,".parse::<DeviceSet>().unwrap_err().contains("`` is not a GPU index"));
+        assert!("tpu".parse::<DeviceSet>().unwrap_err().contains("unknown device `tpu`"));
+    }
+
+    #[test]
+    fn a_batch_that_does_not_split_over_every_device_takes_the_most_it_splits_over() {
+        let four = DeviceSet::Cuda(vec![0, 1, 2, 3]);
+        assert_eq!(four.usable_for(16, None), four);
+        assert_eq!(four.usable_for(6, None), DeviceSet::Cuda(vec![0, 1, 2]));
+        // 8 rows over 4 devices is 2 each, which micro-batches of 4 cannot divide; over 2 it is 4.
+        assert_eq!(four.usable_for(8, Some(4)), DeviceSet::Cuda(vec![0, 1]));
+        assert_eq!(four.usable_for(7, None), DeviceSet::Cuda(vec![0]));
+        assert_eq!(DeviceSet::Cpu.usable_for(7, None), DeviceSet::Cpu);
     }
 }

@@ -1,4 +1,4 @@
-use crate::helpers::{fails, json, ok};
+use crate::helpers::{fails, frontier, json, ok, stderr, stdout};
 
 /// A few KB of the public-domain test corpus, copied to a temp dir.
 fn corpus(dir: &std::path::Path, bytes: usize) -> String {
@@ -37,6 +37,45 @@ fn train_prints_one_json_line_with_the_scores() {
     let (loss, ppl) = (line["val_loss"].as_f64().unwrap(), line["val_ppl"].as_f64().unwrap());
     assert!((ppl - loss.exp()).abs() < 1e-6 * ppl);
     assert!(loss < line["untrained_val_loss"].as_f64().unwrap(), "four steps already help: {line}");
+}
+
+/// bf16 runs on the CPU backend too: the same device-independent path a GPU takes (the device's
+/// float type set before the model exists), so the GPU check only adds the GPU.
+#[test]
+fn bf16_training_reports_its_precision_and_lowers_the_loss_like_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = corpus(dir.path(), 40_000);
+    let run = |precision: &str| {
+        json(&ok(&[
+            "train",
+            "--preset",
+            "tiny-transformer",
+            "--corpus",
+            &corpus,
+            "--tokens",
+            "8192",
+            "--seq-len",
+            "64",
+            "--batch",
+            "8",
+            "--precision",
+            precision,
+            "--eval-untrained",
+            "--json",
+        ]))
+    };
+    let (bf16, f32) = (run("bf16"), run("f32"));
+    assert!(bf16["device"].as_str().unwrap().ends_with(", bf16"), "{bf16}");
+    assert!(!f32["device"].as_str().unwrap().contains("bf16"), "{f32}");
+    let loss = |line: &serde_json::Value, field: &str| line[field].as_f64().unwrap();
+    // The same weights rounded to bf16 score about the same before training (bf16 keeps 8 bits
+    // of mantissa: a relative error near 0.4 % per value).
+    let untrained = (loss(&bf16, "untrained_val_loss") - loss(&f32, "untrained_val_loss")).abs();
+    assert!(untrained < 0.02 * loss(&f32, "untrained_val_loss"), "bf16 {bf16} vs f32 {f32}");
+    // 16 steps lower the loss in both, and bf16 ends within a tenth of f32's improvement.
+    let gain = |line: &serde_json::Value| loss(line, "untrained_val_loss") - loss(line, "val_loss");
+    assert!(gain(&f32) > 0.3 && gain(&bf16) > 0.3, "bf16 {bf16} vs f32 {f32}");
+    assert!((gain(&bf16) - gain(&f32)).abs() < 0.1 * gain(&f32), "bf16 {bf16} vs f32 {f32}");
 }
 
 #[test]
@@ -118,6 +157,21 @@ fn bad_training_input_gets_one_clear_error_each() {
 
     let err = run(base(&good, "100"));
     assert!(err.contains("token budget 100 is smaller than one batch (4 × 64 = 256 tokens)"), "{err}");
+
+    // Flag values that do not parse are usage errors (exit 2) naming the value and the reason.
+    let usage = |flag: &str, value: &str| {
+        let mut args = base(&good, "1024");
+        args.extend([flag.to_owned(), value.to_owned()]);
+        let o = frontier(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}: {}", stdout(&o));
+        let err = stderr(&o);
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let err = usage("--precision", "fp8");
+    assert!(err.contains("unknown precision `fp8`; expected f32 or bf16"), "{err}");
+    assert!(usage("--device", "cuda:0,x").contains("`x` is not a GPU index"));
+    assert!(usage("--device", "cuda:1,1").contains("names cuda:1 twice"));
 
     let arch = dir.path().join("arch.json");
     std::fs::write(&arch, r#"{"model": {"hidden_size": 100, "vocab_size": 256, "attention": {"num_heads": 3, "num_kv_heads": 1}}, "layers": ["A", "F"]}"#).unwrap();

@@ -1,5 +1,6 @@
 //! Proxy training end to end on the CPU backend: real text and synthetic tasks, tiny models.
 
+mod parallel;
 mod resume;
 mod synthetic;
 

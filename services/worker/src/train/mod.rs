@@ -16,10 +16,9 @@
 //! callback that the CLI draws as a progress bar and the worker sends as heartbeats.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use crate::kernels::{Kernels, TrainingBackend};
-use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::module::{ModuleVisitor, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig, GradientsAccumulator, GradientsParams};
@@ -27,12 +26,17 @@ use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 use serde::Serialize;
 
-use crate::checkpoint::{Checkpointing, Resume};
+use crate::checkpoint::Checkpointing;
 use crate::data::batches::TokenStream;
 use crate::data::synthetic::TaskScores;
 use crate::data::{Batch, BatchError, SyntheticTasks, TrainBatches, ValidationBatches};
 use crate::model::lm::HybridLm;
 use crate::model::param_groups;
+
+mod driver;
+mod parallel;
+pub use driver::{RunState, TrainData, train, train_on_data, train_on_devices};
+pub use parallel::{Peer, check_split};
 
 /// How to train.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -106,6 +110,9 @@ pub enum TrainError {
     /// A checkpoint could not be written or restored.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// The replicas of a data parallel run could not exchange their gradients.
+    #[error("data parallel: {0}")]
+    Parallel(String),
 }
 
 /// Progress after one step.
@@ -306,10 +313,32 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
         &self.device
     }
 
+    /// The same run on another device: the model's weights and the optimiser's state copied
+    /// there, at the same step, for a data parallel replica.
+    fn replica(&self, device: B::Device) -> Self {
+        Self {
+            model: self.model.clone().fork(&device),
+            optimizer: self.optimizer.clone(),
+            batches: self.batches.clone(),
+            schedule: self.schedule,
+            config: TrainConfig { checkpoint: None, ..self.config.clone() },
+            step: self.step,
+            vocab_size: self.vocab_size,
+            device,
+        }
+    }
+
     /// One optimiser step; returns the step's loss (before the update) and learning rate. A
     /// non-finite loss is returned without updating the model; an id outside the vocabulary is
     /// an error before anything is computed.
     pub fn step(&mut self) -> Result<(f64, f64), TrainError> {
+        self.step_with(None)
+    }
+
+    /// [`Trainer::step`], or with `peer` this replica's part of a data parallel step: the
+    /// gradient of its slice of the batch, summed with the other replicas' before the update
+    /// (see [`parallel`]). Every replica checks the whole batch, so all stop on a bad id together.
+    pub fn step_with(&mut self, peer: Option<&Peer>) -> Result<(f64, f64), TrainError> {
         let batch = self.batches.batch(self.step);
         if let Some(&id) =
             batch.inputs.iter().chain(&batch.targets).find(|&&id| id as usize >= self.vocab_size)
@@ -317,7 +346,18 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
             return Err(TrainError::TokenOutOfRange { id, step: self.step, vocab_size: self.vocab_size });
         }
         let lr = self.schedule.lr(self.step);
-        let (loss_value, grads) = self.gradients(&batch);
+        let (loss_value, grads) = match peer {
+            None => self.gradients(&batch),
+            Some(peer) => {
+                let part = batch.rows(peer.rows(batch.rows));
+                let (local, grads) = self.weighted_gradients(&part, scored_targets(&batch), false);
+                let loss = peer.sum_scalar::<B>(local, &self.device)?;
+                match grads.filter(|_| loss.is_finite()) {
+                    Some(grads) => (loss, Some(peer.sum_gradients::<B>(grads)?)),
+                    None => (loss, None),
+                }
+            }
+        };
         self.step += 1;
         let Some(mut grads) = grads.filter(|_| loss_value.is_finite()) else {
             return Ok((loss_value, lr));
@@ -353,15 +393,28 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
             let grads = value.is_finite().then(|| GradientsParams::from_grads(loss.backward(), &self.model));
             return (value, grads);
         }
-        let scored =
-            |b: &Batch| b.scored.as_ref().map_or(b.rows * b.seq_len, |s| s.iter().filter(|&&x| x).count());
-        let total = scored(batch).max(1) as f64;
+        self.weighted_gradients(batch, scored_targets(batch), true)
+    }
+
+    /// The gradients of `part`'s share of a batch with `total` scored targets: each micro-batch's
+    /// mean loss weighted by its scored targets over `total`, summed. A micro-batch with nothing
+    /// scored is skipped when `skip_empty`; a data parallel replica keeps it (its zero gradient),
+    /// so every replica sends every parameter's gradient to the all-reduce.
+    fn weighted_gradients(
+        &self,
+        part: &Batch,
+        total: usize,
+        skip_empty: bool,
+    ) -> (f64, Option<GradientsParams>) {
+        let batch = part;
+        let micro = self.config.micro_batch.unwrap_or(batch.rows).clamp(1, batch.rows.max(1));
+        let total = total.max(1) as f64;
         let mut accumulator = GradientsAccumulator::<HybridLm<B>>::new();
         let mut loss_sum = 0.0;
         for start in (0..batch.rows).step_by(micro) {
             let part = batch.rows(start..(start + micro).min(batch.rows));
-            let weight = scored(&part) as f64 / total;
-            if weight == 0.0 {
+            let weight = scored_targets(&part) as f64 / total;
+            if weight == 0.0 && skip_empty {
                 continue;
             }
             let loss = loss_of(&self.model, &part, &self.device).mul_scalar(weight);
@@ -374,6 +427,11 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
         }
         (loss_sum, Some(accumulator.grads()))
     }
+}
+
+/// The targets a batch's loss is the mean over: all of them for text, the masked ones for tasks.
+fn scored_targets(batch: &Batch) -> usize {
+    batch.scored.as_ref().map_or(batch.rows * batch.seq_len, |s| s.iter().filter(|&&x| x).count())
 }
 
 fn check(config: &TrainConfig) -> Result<(), TrainError> {
@@ -578,129 +636,4 @@ pub fn evaluate<'a, B: Kernels>(
         }
     }
     Ok(total / count.max(1) as f64)
-}
-
-/// What a run trains on and is scored on.
-#[derive(Clone, Copy, Debug)]
-pub enum TrainData<'a> {
-    /// Token streams: random training windows, validation over consecutive windows.
-    Text { train: TokenStream<'a>, validation: TokenStream<'a> },
-    /// Synthetic tasks: fresh training examples, per-task loss and accuracy on fixed ones.
-    Synthetic(&'a SyntheticTasks),
-}
-
-/// Trains a model for the configured budget and scores it on the validation stream.
-pub fn train<B: TrainingBackend>(
-    model: HybridLm<B>,
-    train_tokens: &[u32],
-    validation_tokens: &[u32],
-    config: &TrainConfig,
-    device: &B::Device,
-    progress: impl FnMut(Progress),
-) -> Result<(Outcome, HybridLm<B>), TrainError> {
-    let data = TrainData::Text { train: train_tokens.into(), validation: validation_tokens.into() };
-    train_on_data(model, data, config, device, progress)
-}
-
-/// Where a run stands, beyond its model and optimiser: what a checkpoint keeps besides them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
-pub struct RunState {
-    /// Every step's loss so far.
-    pub curve: Vec<(u64, f64)>,
-    /// Seconds spent in optimiser steps so far, over every attempt.
-    pub train_seconds: f64,
-}
-
-/// Trains a model for the configured budget on `data` and scores it.
-///
-/// With `config.checkpoint`, the run first resumes from the newest usable checkpoint of the
-/// same job (model, optimiser, step and [`RunState`]; the batches follow from the step), saves
-/// one at the configured interval, and reports what it resumed from as a
-/// [`crate::checkpoint::CheckpointNote`]. The resumed run takes the same steps on the same
-/// batches as an uninterrupted one, so it ends with the same weights.
-pub fn train_on_data<B: TrainingBackend>(
-    model: HybridLm<B>,
-    data: TrainData<'_>,
-    config: &TrainConfig,
-    device: &B::Device,
-    mut progress: impl FnMut(Progress),
-) -> Result<(Outcome, HybridLm<B>), TrainError> {
-    let mut trainer = match data {
-        TrainData::Text { train, validation } => {
-            // Fail on unusable validation data before spending the budget.
-            ValidationBatches::new(validation, config.seq_len, config.batch_size)
-                .map_err(TrainError::Validation)?;
-            Trainer::new(model, train, config.clone(), device.clone())?
-        }
-        TrainData::Synthetic(tasks) => Trainer::on_tasks(model, tasks, config.clone(), device.clone())?,
-    };
-    let mut state = RunState::default();
-    let mut resumed_from_step = None;
-    let mut checkpoints = config.checkpoint.as_ref().map(|c| c.schedule());
-    if let Some(checkpointing) = &config.checkpoint
-        && let Some(Resume { step, state: saved }) = checkpointing.resume(&mut trainer)?
-    {
-        resumed_from_step = Some(step);
-        state = saved;
-    }
-    let per_step = (config.batch_size * config.seq_len) as u64;
-    let steps = trainer.total_steps();
-    let tail = (steps / 10).max(1);
-    let started = Instant::now();
-    let (first_step, seconds_before) = (trainer.steps_done(), state.train_seconds);
-    while !trainer.is_done() {
-        let (loss, lr) = trainer.step()?;
-        let step = trainer.step;
-        if !loss.is_finite() {
-            return Ok((Outcome::Diverged { step, loss }, trainer.model));
-        }
-        state.curve.push((step, loss));
-        let elapsed = started.elapsed().as_secs_f64();
-        state.train_seconds = seconds_before + elapsed;
-        progress(Progress {
-            step,
-            steps,
-            tokens: step * per_step,
-            loss,
-            lr,
-            tokens_per_s: ((step - first_step) * per_step) as f64 / elapsed.max(1e-9),
-        });
-        if let (Some(checkpointing), Some(due)) = (&config.checkpoint, checkpoints.as_mut())
-            && !trainer.is_done()
-            && due.is_due(step)
-        {
-            checkpointing.save(&trainer, &state)?;
-        }
-    }
-    let train_seconds = state.train_seconds;
-    let tail_losses: Vec<f64> =
-        state.curve.iter().filter(|(step, _)| *step > steps - tail).map(|(_, loss)| *loss).collect();
-    let model = trainer.model;
-    let valid = model.valid();
-    let (val_loss, accuracy, task_loss) = match data {
-        TrainData::Text { validation, .. } => {
-            let loss =
-                evaluate(&valid, validation, config.seq_len, config.batch_size, config.eval_tokens, device)?;
-            (loss, None, None)
-        }
-        TrainData::Synthetic(tasks) => {
-            let scores = evaluate_tasks(&valid, tasks, config.batch_size, config.eval_tokens, device);
-            (scores.pooled_loss, Some(scores.accuracy), Some(scores.loss))
-        }
-    };
-    let tokens = steps * per_step;
-    let report = TrainReport {
-        steps,
-        tokens,
-        train_loss: tail_losses.iter().sum::<f64>() / tail_losses.len().max(1) as f64,
-        val_loss,
-        val_ppl: val_loss.exp(),
-        tokens_per_s: tokens as f64 / train_seconds.max(1e-9),
-        train_seconds,
-        accuracy,
-        task_loss,
-        resumed_from_step,
-        loss_curve: state.curve,
-    };
-    Ok((Outcome::Completed(report), model))
 }
