@@ -18,6 +18,10 @@
 #   bench-cuda.txt/.json     the benchmark tables on CUDA, and every measurement as JSON
 #   lut-validate-cuda.txt    a small latency table profiled on the GPU and its fidelity report
 #                            (Spearman, Kendall tau, MAPE, ±5/±10 % shares, worst cases)
+#   train-precision-cuda.txt the same proxy training in f32 and in bf16 on the GPU (JSON lines:
+#                            losses before and after, tokens/s)
+#   train-parallel-cuda.txt  with two or more GPUs: the same training on one GPU and data
+#                            parallel over all of them (JSON lines: losses, tokens/s)
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -52,6 +56,9 @@ cargo build --release --locked -p worker --features cuda --lib --bins --tests
 # The worker's GPU tests are ignored by default (build machines have no GPU) and carry `cuda` in
 # their names; `--ignored cuda` runs exactly those, in every test target of the crate.
 echo "== worker tests that need a GPU"
+# The data parallel test takes the second GPU when there is one (else the first twice).
+gpus="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)"
+if [ "${gpus:-0}" -ge 2 ]; then export CUDA_SECOND_INDEX=1; fi
 cargo test --release --locked -p worker --features cuda -- --ignored cuda 2>&1 | tee "$out/tests-cuda.txt"
 
 echo "== bench on cuda:$cuda_index"
@@ -67,5 +74,26 @@ lut_db="$(mktemp -d)/lut.db"
 ./target/release/frontier lut validate --database-url "sqlite://$lut_db" --device "cuda:$cuda_index" \
     --setting batch=1,prompt=64,gen=256,dtype=f32 --hidden 64,128,192,256 --samples 30 2>&1 \
     | tee "$out/lut-validate-cuda.txt"
+
+# Proxy training in bf16 against f32 on the same data and seed: the loss must fall in both.
+echo "== training precision on cuda:$cuda_index"
+corpus="$root/testdata/tinyshakespeare.txt"
+train_args=(train --preset tiny-hybrid --corpus "$corpus" --tokens 294912 --seq-len 256 --batch 24
+    --eval-untrained --eval-tokens 65536 --json)
+for precision in f32 bf16; do
+    ./target/release/frontier "${train_args[@]}" --device "cuda:$cuda_index" --precision "$precision"
+done 2>&1 | tee "$out/train-precision-cuda.txt"
+
+# Data parallel over every GPU of the node against one GPU: same losses (to rounding), more tokens/s.
+if [ "${gpus:-0}" -ge 2 ]; then
+    echo "== data parallel over $gpus GPUs"
+    all="cuda:$(seq -s, 0 $((gpus - 1)))"
+    for devices in cuda:0 "$all"; do
+        ./target/release/frontier "${train_args[@]}" --device "$devices"
+    done 2>&1 | tee "$out/train-parallel-cuda.txt"
+else
+    echo "== data parallel: one GPU on this machine; the test above ran two replicas on it" \
+        | tee "$out/train-parallel-cuda.txt"
+fi
 
 echo "gpu-check: done; results in $out"
