@@ -228,7 +228,8 @@ chmod +x "$standin/bin/frontier"
 host="$(hostname -s)"
 
 # Runs the batch script as Slurm would with the given environment, sends it SIGTERM once every
-# worker has started, and checks what each worker saw. Args: JOB_ID EXPECTED_GPUS ENV...
+# worker has started, and checks what each worker saw. Args: JOB_ID EXPECTED ENV..., EXPECTED
+# being each worker's GPUs, workers separated by `;` (`0;2;5`, or `0,1;2,3` for two GPUs each).
 slurm_run() {
     local job="$1" expected="$2"
     shift 2
@@ -241,7 +242,7 @@ slurm_run() {
         bash "$sbatch_script" >"$standin/out-$job" 2>&1 &
     local pid=$!
     local gpus
-    IFS=, read -r -a gpus <<<"$expected"
+    IFS=';' read -r -a gpus <<<"$expected"
     local waited=0
     while (($(find "$records" -name '*.started' | wc -l) < ${#gpus[@]})); do
         sleep 0.1
@@ -268,24 +269,32 @@ slurm_run() {
     local rc=0
     wait "$pid" || rc=$?
     ((rc == 0)) || { cat "$standin/out-$job" >&2; fail "$sbatch_script exited with status $rc after SIGTERM"; }
-    local n id
+    local n id devices
     for n in "${!gpus[@]}"; do
-        id="$host-$job-gpu$n"
+        if [[ "${gpus[$n]}" == *,* ]]; then
+            id="$host-$job-gpus$n"
+            devices="cuda:$(seq -s, 0 $(($(tr -cd , <<<"${gpus[$n]}" | wc -c))))"
+        else
+            id="$host-$job-gpu$n"
+            devices=cuda:0
+        fi
         [[ -f "$records/$id.started" ]] || fail "no worker $id (job $job)"
         # Checked the moment the script has exited: it must have waited for the worker.
         [[ -f "$records/$id.stopped" ]] || fail "$sbatch_script exited before worker $id finished after SIGTERM"
         grep -qx "gpu=${gpus[$n]}" "$records/$id.started" || fail "worker $id did not get CUDA_VISIBLE_DEVICES=${gpus[$n]}"
-        grep -qx "args=worker --coordinator http://coordinator.test:8080 --device cuda:0" "$records/$id.started" ||
+        grep -qx "args=worker --coordinator http://coordinator.test:8080 --device $devices" "$records/$id.started" ||
             fail "worker $id got other arguments: $(grep args= "$records/$id.started")"
         grep -qx "token=check-worker-token" "$records/$id.started" || fail "worker $id did not get FRONTIER_WORKER_TOKEN"
         [[ -f "$standin/logs/$id.log" ]] || fail "no log $standin/logs/$id.log for worker $id"
     done
     local started
     started="$(find "$records" -name '*.started' | wc -l)"
-    ((started == ${#gpus[@]})) || fail "$sbatch_script started $started workers for ${#gpus[@]} GPUs"
+    ((started == ${#gpus[@]})) || fail "$sbatch_script started $started workers, not ${#gpus[@]}"
 }
-slurm_run 101 0,2,5 CUDA_VISIBLE_DEVICES=0,2,5
-slurm_run 102 0,1 SLURM_GPUS_ON_NODE=2
+slurm_run 101 '0;2;5' CUDA_VISIBLE_DEVICES=0,2,5
+slurm_run 102 '0;1' SLURM_GPUS_ON_NODE=2
+slurm_run 103 '0,2;5,7' CUDA_VISIBLE_DEVICES=0,2,5,7 FRONTIER_GPUS_PER_WORKER=2
+slurm_run 104 '0,1,2,3' SLURM_GPUS_ON_NODE=4 FRONTIER_GPUS_PER_WORKER=4
 
 slurm_refuses() { # WHAT MESSAGE ENV...
     local what="$1" message="$2"
@@ -305,6 +314,8 @@ slurm_refuses "without GPUs" "no GPU in this allocation" \
     FRONTIER_COORDINATOR=http://c:8080 FRONTIER_WORKER_TOKEN=t
 slurm_refuses "on two nodes" "runs the workers of one node" \
     FRONTIER_COORDINATOR=http://c:8080 FRONTIER_WORKER_TOKEN=t CUDA_VISIBLE_DEVICES=0 SLURM_JOB_NUM_NODES=2
-ok "$sbatch_script: one worker per GPU (CUDA_VISIBLE_DEVICES list and SLURM_GPUS_ON_NODE), SIGTERM passed on and waited for, clear refusals"
+slurm_refuses "with a group size that does not divide the GPUs" "does not divide this node's 3 GPUs" \
+    FRONTIER_COORDINATOR=http://c:8080 FRONTIER_WORKER_TOKEN=t CUDA_VISIBLE_DEVICES=0,1,2 FRONTIER_GPUS_PER_WORKER=2
+ok "$sbatch_script: one worker per GPU or per group of GPUs (CUDA_VISIBLE_DEVICES list and SLURM_GPUS_ON_NODE), SIGTERM passed on and waited for, clear refusals"
 
 echo "deploy-check: all checks passed in $((SECONDS - started)) s"
