@@ -4,7 +4,7 @@
 //!
 //! - [`store`]: the only module that speaks SQL. It opens SQLite or Postgres from a URL, runs the
 //!   migrations, and implements the leased trial queue that workers pull proxy trainings from;
-//!   `store_lut` adds the latency-table statements (bulk entries, tables, calibrations).
+//!   one file per concern under `store/` (queue, searches, leaderboard, LUTs, workers, ...).
 //! - [`engine`]: the search algorithms (aging evolution, NSGA-II, random; successive halving) as
 //!   pure functions of a search's history.
 //! - [`search`]: the driver that turns proposals into candidates and trials (widths and latency
@@ -30,9 +30,6 @@ pub mod scratch;
 pub mod search;
 pub mod server;
 pub mod store;
-pub mod store_lut;
-pub mod store_scaling;
-pub mod store_ui;
 pub mod ui;
 
 pub use store::{Backend, Store, StoreError, StoreOptions};

@@ -17,9 +17,9 @@ use super::{UiError, UiPath, UiReader, query, render_html};
 use crate::http::searches::{LeaderboardParams, entry, leaderboard_query, next_cursor};
 use crate::http::{AppState, now_ms};
 use crate::pareto;
-use crate::store::{CandidateRow, CursorValue, LeaderboardQuery, SearchRow, SortKey};
-use crate::store_scaling::ScalingFitRow;
-use crate::store_ui::{Evaluation, PlotPoint};
+use crate::store::{
+    CandidateRow, CursorValue, Evaluation, LeaderboardQuery, PlotPoint, ScalingFitRow, SearchRow, SortKey,
+};
 
 /// A search as the list and the page's header show it.
 #[derive(Debug)]

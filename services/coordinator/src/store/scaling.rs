@@ -5,7 +5,7 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::store::{Store, StoreError, clock_ms};
+use super::{Store, StoreError, clock_ms};
 
 /// A stored fit.
 #[derive(Debug, Clone, PartialEq)]
