@@ -16,10 +16,12 @@
 //! # Runtime model
 //!
 //! Everything is async on tokio. Loops are written as step functions (for example
-//! [`Store::reclaim_expired`], [`search::SearchDriver::step`]) that take the current time from the
-//! caller or the store, so tests drive them directly and the service runs them from a timer.
+//! [`Store::reclaim_expired`], [`search::SearchDriver::step`]) that tests drive directly and the
+//! service runs from a timer. The store's queue functions take the current time from their caller
+//! (`now_ms`); the service passes the one wall clock, [`clock::clock_ms`].
 //! The coordinator never links burn: workers train, over HTTP.
 
+pub mod clock;
 pub mod engine;
 pub mod http;
 pub mod latency;

@@ -11,7 +11,8 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::rows::{device_from_row, json_column, lut_entry_from_row};
-use super::{DeviceRow, LutEntryRow, NewDevice, NewLutEntry, Store, StoreError, clock_ms};
+use super::{DeviceRow, LutEntryRow, NewDevice, NewLutEntry, Store, StoreError};
+use crate::clock::clock_ms;
 
 /// One LUT: a device under a deployment setting, with how many entries it holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -33,7 +33,11 @@
 //! Heartbeats and results are **fenced** by the lease token: once a lease has been reclaimed its
 //! token no longer matches, so a worker that was presumed dead gets [`StoreError::StaleLease`] and
 //! changes nothing. Time is passed in by the caller (`now_ms`), which makes every queue function a
-//! step that tests drive with a fake clock; the coordinator's driver passes the wall clock.
+//! step that tests drive with a fake clock; the coordinator's handlers, driver and background loop
+//! pass the wall clock, [`crate::clock::clock_ms`]. That holds for every state change of a trial,
+//! of the candidate it scores and of its search (enqueueing, promoting, recording a generation or
+//! a sweep, setting a status, cancelling); the store reads the clock itself only to stamp records
+//! it creates (devices, latency entries, calibrations, fits, searches, single candidates).
 //!
 //! # Layout
 //!
@@ -46,7 +50,7 @@
 //! is re-exported here, so callers name `store::X` whichever file defines it.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Serialize;
@@ -234,11 +238,4 @@ fn sqlite_url_creating_file(url: &str) -> String {
     } else {
         format!("{url}?mode=rwc")
     }
-}
-
-/// Wall clock for bookkeeping timestamps; the queue's notion of time comes from its callers.
-pub(crate) fn clock_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }

@@ -10,7 +10,6 @@ use sqlx::Row;
 use super::rows::{event_from_row, lease_from_row, trial_from_row};
 use super::{
     Backend, CandidateStatus, Lease, Store, StoreError, TrialEventRow, TrialResult, TrialRow, TrialState,
-    clock_ms,
 };
 
 /// Postgres lets concurrent claimers skip rows another transaction has locked, so they do not
@@ -47,7 +46,8 @@ const LEASE_SQLITE: &str = concat!(
 );
 
 impl Store {
-    /// Queues a proxy training of `candidate_id` with `budget_tokens` at successive-halving `rung`.
+    /// Queues a proxy training of `candidate_id` with `budget_tokens` at successive-halving `rung`,
+    /// at `now_ms`.
     #[tracing::instrument(skip_all, fields(search_id = search_id, candidate_id = candidate_id), err)]
     pub async fn enqueue_trial(
         &self,
@@ -56,10 +56,12 @@ impl Store {
         budget_tokens: i64,
         rung: i64,
         max_attempts: i64,
+        now_ms: i64,
     ) -> Result<TrialRow, StoreError> {
         let mut tx = self.pool.begin().await?;
         let trial =
-            enqueue_trial_in(&mut tx, search_id, candidate_id, budget_tokens, rung, max_attempts).await?;
+            enqueue_trial_in(&mut tx, search_id, candidate_id, budget_tokens, rung, max_attempts, now_ms)
+                .await?;
         tx.commit().await?;
         Ok(trial)
     }
@@ -329,8 +331,8 @@ impl Store {
         Ok(trial)
     }
 
-    /// Queues a successive-halving promotion of `candidate_id` to `rung`, unless that rung is
-    /// already queued or done for it. Returns whether a trial was queued.
+    /// Queues a successive-halving promotion of `candidate_id` to `rung` at `now_ms`, unless that
+    /// rung is already queued or done for it. Returns whether a trial was queued.
     pub async fn promote(
         &self,
         search_id: i64,
@@ -338,6 +340,7 @@ impl Store {
         rung: i64,
         budget_tokens: i64,
         max_attempts: i64,
+        now_ms: i64,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let existing: i64 =
@@ -349,7 +352,7 @@ impl Store {
         if existing > 0 {
             return Ok(false);
         }
-        enqueue_trial_in(&mut tx, search_id, candidate_id, budget_tokens, rung, max_attempts).await?;
+        enqueue_trial_in(&mut tx, search_id, candidate_id, budget_tokens, rung, max_attempts, now_ms).await?;
         // The candidate is training again: it keeps its lower rung's perplexity meanwhile.
         tx.commit().await?;
         Ok(true)
@@ -431,8 +434,8 @@ pub(super) async fn enqueue_trial_in(
     budget_tokens: i64,
     rung: i64,
     max_attempts: i64,
+    now_ms: i64,
 ) -> Result<TrialRow, StoreError> {
-    let now_ms = clock_ms();
     let row = sqlx::query(concat!(
         "INSERT INTO trials (search_id, candidate_id, state, budget_tokens, rung, attempt,
                              max_attempts, created_at_ms, updated_at_ms)

@@ -13,9 +13,9 @@ use sqlx::Row;
 use super::queue::{cancel_outstanding_in, enqueue_trial_in};
 use super::rows::{candidate_from_row, search_from_row, trial_from_row};
 use super::{
-    CandidateRow, CandidateStatus, MemberRow, NewCandidate, NewMember, SearchRow, Store, StoreError,
-    TrialRow, clock_ms,
+    CandidateRow, CandidateStatus, MemberRow, NewCandidate, NewMember, SearchRow, Store, StoreError, TrialRow,
 };
+use crate::clock::clock_ms;
 
 /// Counts of a search's trials and candidates by state.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, JsonSchema)]
@@ -69,7 +69,7 @@ impl Store {
         candidate: &NewCandidate,
     ) -> Result<(CandidateRow, bool), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let out = insert_candidate_in(&mut tx, search_id, candidate).await?;
+        let out = insert_candidate_in(&mut tx, search_id, candidate, clock_ms()).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -96,7 +96,7 @@ impl Store {
 
     /// Records a whole generation atomically: each member's candidate (deduplicated by hash),
     /// its membership row, and for each candidate new to the search and feasible, a queued trial
-    /// at rung 0. Returns every member's candidate and whether it is new.
+    /// at rung 0, all stamped `now_ms`. Returns every member's candidate and whether it is new.
     #[tracing::instrument(skip_all, fields(search_id = search_id, generation = generation), err)]
     pub async fn add_generation(
         &self,
@@ -105,13 +105,15 @@ impl Store {
         members: &[NewMember],
         budget_tokens: i64,
         max_attempts: i64,
+        now_ms: i64,
     ) -> Result<Vec<(CandidateRow, bool)>, StoreError> {
-        self.record_generation(search_id, generation, members, &[budget_tokens], false, max_attempts).await
+        let budgets = [budget_tokens];
+        self.record_generation(search_id, generation, members, &budgets, false, max_attempts, now_ms).await
     }
 
     /// Records a sweep's grid as generation 0, atomically: every new candidate gets a queued
     /// trial per budget (rung `i` trains `budgets[i]` tokens), whatever its latency, since a
-    /// scaling law needs every point of the grid.
+    /// scaling law needs every point of the grid. Everything is stamped `now_ms`.
     #[tracing::instrument(skip_all, fields(search_id = search_id), err)]
     pub async fn add_sweep(
         &self,
@@ -119,10 +121,12 @@ impl Store {
         members: &[NewMember],
         budgets: &[i64],
         max_attempts: i64,
+        now_ms: i64,
     ) -> Result<Vec<(CandidateRow, bool)>, StoreError> {
-        self.record_generation(search_id, 0, members, budgets, true, max_attempts).await
+        self.record_generation(search_id, 0, members, budgets, true, max_attempts, now_ms).await
     }
 
+    #[allow(clippy::too_many_arguments, reason = "one private helper behind add_generation and add_sweep")]
     async fn record_generation(
         &self,
         search_id: i64,
@@ -131,11 +135,13 @@ impl Store {
         budgets: &[i64],
         train_infeasible: bool,
         max_attempts: i64,
+        now_ms: i64,
     ) -> Result<Vec<(CandidateRow, bool)>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut out = Vec::with_capacity(members.len());
         for (slot, member) in members.iter().enumerate() {
-            let (candidate, inserted) = insert_candidate_in(&mut tx, search_id, &member.candidate).await?;
+            let (candidate, inserted) =
+                insert_candidate_in(&mut tx, search_id, &member.candidate, now_ms).await?;
             sqlx::query(
                 "INSERT INTO search_members (search_id, generation, slot, candidate_id, parents, origin)
                  VALUES ($1, $2, $3, $4, $5, $6)",
@@ -150,8 +156,16 @@ impl Store {
             .await?;
             if inserted && (candidate.feasible || train_infeasible) {
                 for (rung, &budget) in budgets.iter().enumerate() {
-                    enqueue_trial_in(&mut tx, search_id, candidate.id, budget, rung as i64, max_attempts)
-                        .await?;
+                    enqueue_trial_in(
+                        &mut tx,
+                        search_id,
+                        candidate.id,
+                        budget,
+                        rung as i64,
+                        max_attempts,
+                        now_ms,
+                    )
+                    .await?;
                 }
             }
             out.push((candidate, inserted));
@@ -159,7 +173,7 @@ impl Store {
         sqlx::query(
             "UPDATE searches SET status = 'running', updated_at_ms = $1 WHERE id = $2 AND status = 'pending'",
         )
-        .bind(clock_ms())
+        .bind(now_ms)
         .bind(search_id)
         .execute(&mut *tx)
         .await?;
@@ -257,13 +271,14 @@ impl Store {
         Ok(progress)
     }
 
-    /// Sets a search's status (and error), returning whether the row changed. Terminal statuses
-    /// (`completed`, `cancelled`, `failed`) are never left.
+    /// Sets a search's status (and error) at `now_ms`, returning whether the row changed. Terminal
+    /// statuses (`completed`, `cancelled`, `failed`) are never left.
     pub async fn set_search_status(
         &self,
         search_id: i64,
         status: &str,
         error: Option<&str>,
+        now_ms: i64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE searches SET status = $1, error = $2, updated_at_ms = $3
@@ -271,7 +286,7 @@ impl Store {
         )
         .bind(status)
         .bind(error)
-        .bind(clock_ms())
+        .bind(now_ms)
         .bind(search_id)
         .execute(&self.pool)
         .await?;
@@ -289,10 +304,9 @@ impl Store {
 
     /// Cancels a search: it stops proposing, its queued trials are failed and its pending
     /// candidates marked failed. Leased trials are told to stop at their next heartbeat. Returns
-    /// `false` when the search had already ended.
+    /// `false` when the search had already ended. Everything it changes is stamped `now_ms`.
     #[tracing::instrument(skip_all, fields(search_id = search_id), err)]
-    pub async fn cancel_search(&self, search_id: i64) -> Result<bool, StoreError> {
-        let now_ms = clock_ms();
+    pub async fn cancel_search(&self, search_id: i64, now_ms: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let changed = sqlx::query(
             "UPDATE searches SET status = 'cancelled', updated_at_ms = $1
@@ -316,10 +330,10 @@ async fn insert_candidate_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     search_id: i64,
     candidate: &NewCandidate,
+    now_ms: i64,
 ) -> Result<(CandidateRow, bool), StoreError> {
     // `DO NOTHING` returns no row on conflict; the follow-up read then finds the row that won,
     // which exists because the conflict proves it was committed.
-    let now_ms = clock_ms();
     let status = if candidate.feasible { CandidateStatus::Pending } else { CandidateStatus::Infeasible };
     let inserted = sqlx::query(concat!(
         "INSERT INTO candidates (search_id, arch_hash, architecture, parent_id, mutation,
