@@ -4,7 +4,7 @@
 //!
 //! - [`store`]: the only module that speaks SQL. It opens SQLite or Postgres from a URL, runs the
 //!   migrations, and implements the leased trial queue that workers pull proxy trainings from;
-//!   `store_lut` adds the latency-table statements (bulk entries, tables, calibrations).
+//!   one file per concern under `store/` (queue, searches, leaderboard, LUTs, workers, ...).
 //! - [`engine`]: the search algorithms (aging evolution, NSGA-II, random; successive halving) as
 //!   pure functions of a search's history.
 //! - [`search`]: the driver that turns proposals into candidates and trials (widths and latency
@@ -16,10 +16,12 @@
 //! # Runtime model
 //!
 //! Everything is async on tokio. Loops are written as step functions (for example
-//! [`Store::reclaim_expired`], [`search::SearchDriver::step`]) that take the current time from the
-//! caller or the store, so tests drive them directly and the service runs them from a timer.
+//! [`Store::reclaim_expired`], [`search::SearchDriver::step`]) that tests drive directly and the
+//! service runs from a timer. The store's queue functions take the current time from their caller
+//! (`now_ms`); the service passes the one wall clock, [`clock::clock_ms`].
 //! The coordinator never links burn: workers train, over HTTP.
 
+pub mod clock;
 pub mod engine;
 pub mod http;
 pub mod latency;
@@ -30,9 +32,6 @@ pub mod scratch;
 pub mod search;
 pub mod server;
 pub mod store;
-pub mod store_lut;
-pub mod store_scaling;
-pub mod store_ui;
 pub mod ui;
 
 pub use store::{Backend, Store, StoreError, StoreOptions};

@@ -1,7 +1,7 @@
 //! The perplexity × latency Pareto front of a search's scored feasible candidates.
 
+use crate::store::PlotPoint;
 use crate::store::{CandidateRow, CandidateStatus};
-use crate::store_ui::PlotPoint;
 
 /// Something with an id that may have been scored.
 pub trait Scored {

@@ -31,6 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use search_space::{Architecture, ModelSpec, OpKind, Topology};
 use tokio::sync::Mutex;
 
+use crate::clock::clock_ms;
 use crate::engine::{self, EngineContext, History, Member, Objectives, halving};
 use crate::latency::{self, LatencyModel};
 use crate::store::{
@@ -134,7 +135,9 @@ impl SearchDriver {
                     let next = rung + 1;
                     let budget = h.budget(spec.proxy.tokens, next as u32) as i64;
                     for &id in &promoted {
-                        self.store.promote(search_id, id, next, budget, i64::from(spec.max_attempts)).await?;
+                        self.store
+                            .promote(search_id, id, next, budget, i64::from(spec.max_attempts), clock_ms())
+                            .await?;
                     }
                     return Ok(StepOutcome::Promoted { rung: next, candidates: promoted });
                 }
@@ -173,7 +176,7 @@ impl SearchDriver {
             Err(e) => return self.fail(search_id, e.to_string()).await,
         };
         if proposals.is_empty() {
-            self.store.set_search_status(search_id, "completed", None).await?;
+            self.store.set_search_status(search_id, "completed", None, clock_ms()).await?;
             return Ok(StepOutcome::Completed);
         }
         let mut new_members = Vec::with_capacity(proposals.len());
@@ -190,7 +193,14 @@ impl SearchDriver {
         let first_budget = spec.halving.map_or(spec.proxy.tokens, |h| h.budget(spec.proxy.tokens, 0)) as i64;
         let added = self
             .store
-            .add_generation(search_id, generations, &new_members, first_budget, i64::from(spec.max_attempts))
+            .add_generation(
+                search_id,
+                generations,
+                &new_members,
+                first_budget,
+                i64::from(spec.max_attempts),
+                clock_ms(),
+            )
             .await?;
         let new = added.iter().filter(|(_, inserted)| *inserted).count();
         Ok(StepOutcome::Proposed { generation: generations, members: added.len(), new })
@@ -207,7 +217,7 @@ impl SearchDriver {
         widths: &[u32],
     ) -> Result<StepOutcome, DriverError> {
         if !self.store.search_members(search_id).await?.is_empty() {
-            self.store.set_search_status(search_id, "completed", None).await?;
+            self.store.set_search_status(search_id, "completed", None, clock_ms()).await?;
             return Ok(StepOutcome::Completed);
         }
         let setting: DeploymentSetting = match spec.target.deployment() {
@@ -242,14 +252,17 @@ impl SearchDriver {
         }
         let budgets: Vec<i64> =
             spec.algorithm.sweep_budgets(spec.proxy.tokens).into_iter().map(|t| t as i64).collect();
-        let added = self.store.add_sweep(search_id, &members, &budgets, i64::from(spec.max_attempts)).await?;
+        let added = self
+            .store
+            .add_sweep(search_id, &members, &budgets, i64::from(spec.max_attempts), clock_ms())
+            .await?;
         let new = added.iter().filter(|(_, inserted)| *inserted).count();
         Ok(StepOutcome::Proposed { generation: 0, members: added.len(), new })
     }
 
     async fn fail(&self, search_id: i64, reason: String) -> Result<StepOutcome, DriverError> {
         tracing::warn!(search_id, %reason, "search failed");
-        self.store.set_search_status(search_id, "failed", Some(&reason)).await?;
+        self.store.set_search_status(search_id, "failed", Some(&reason), clock_ms()).await?;
         Ok(StepOutcome::Failed(reason))
     }
 }

@@ -12,7 +12,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::http::{self, ApiConfig, AppState, Metrics, now_ms};
+use crate::clock::clock_ms;
+use crate::http::{self, ApiConfig, AppState, Metrics};
 use crate::search::StepOutcome;
 use crate::store::Store;
 
@@ -174,7 +175,7 @@ pub async fn background_loop(state: AppState, tick: Duration) {
 
 /// One pass of the background loop: the step tests call.
 pub async fn background_step(state: &AppState) -> Result<(), crate::search::DriverError> {
-    let reclaimed = state.store.reclaim_expired(now_ms()).await?;
+    let reclaimed = state.store.reclaim_expired(clock_ms()).await?;
     if reclaimed > 0 {
         Metrics::add(&state.metrics.leases_reclaimed, reclaimed);
         state.work_queued.notify_waiters();

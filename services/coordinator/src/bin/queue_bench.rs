@@ -85,7 +85,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     store.seed_benchmark_trials(search.id, args.trials, 3).await?;
     let holders: Arc<Mutex<HashSet<i64>>> = Arc::new(Mutex::new(HashSet::new()));
     let duplicates = Arc::new(Mutex::new(0u64));
-    let now = coordinator::http::now_ms();
+    let now = coordinator::clock::clock_ms();
     // Phase 1: every lessee leases until the queue is empty, holding what it got, so a trial
     // handed out twice would show up as a second holder.
     let started = Instant::now();

@@ -62,7 +62,7 @@ fn session_cookie(parts: &Parts) -> Option<&str> {
 pub fn read_allowed(parts: &Parts, state: &AppState) -> bool {
     !state.config.protect_reads
         || presented(parts, state).is_ok()
-        || session_cookie(parts).is_some_and(|s| state.sessions.valid(s, super::now_ms()))
+        || session_cookie(parts).is_some_and(|s| state.sessions.valid(s, crate::clock::clock_ms()))
 }
 
 /// The web UI's sign-in sessions and the throttle on wrong sign-ins.

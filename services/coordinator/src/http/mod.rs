@@ -320,10 +320,3 @@ fn integral_floats_to_integers(value: &mut serde_json::Value) {
         }
     }
 }
-
-/// Wall clock in milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}

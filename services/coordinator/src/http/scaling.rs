@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use super::auth::{Admin, Reader};
 use super::{ApiError, AppState, JsonBody, PathParam};
 use crate::scaling::{self, FitRequest, RecommendRequest, Recommendation, ScalingError, ScalingFit};
-use crate::store_scaling::ScalingFitRow;
+use crate::store::ScalingFitRow;
 
 pub fn router() -> Router<AppState> {
     Router::new()

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::auth::{Admin, Reader};
 use super::{ApiError, AppState, JsonBody, Metrics, PathParam};
+use crate::clock::clock_ms;
 use crate::pareto;
 use crate::store::{CandidateRow, CursorValue, LeaderboardQuery, SearchRow, SortKey};
 
@@ -144,7 +145,7 @@ async fn cancel(
     PathParam(id): PathParam<i64>,
 ) -> Result<Json<SearchView>, ApiError> {
     let row = get_row(&state, id).await?;
-    if !state.store.cancel_search(id).await? {
+    if !state.store.cancel_search(id, clock_ms()).await? {
         return Err(ApiError::Conflict(format!("search {id} has already ended ({})", row.status)));
     }
     let row = get_row(&state, id).await?;

@@ -18,7 +18,8 @@ use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::auth::WorkerAuth;
-use super::{ApiError, AppState, JsonBody, Metrics, PathParam, now_ms};
+use super::{ApiError, AppState, JsonBody, Metrics, PathParam};
+use crate::clock::clock_ms;
 use crate::store::{Lease, NewDevice, TrialResult, TrialState};
 
 /// A trial's state after a result or a failure was recorded.
@@ -67,7 +68,7 @@ async fn register(
         kind: req.device.kind.clone(),
         info: req.device.info.clone(),
     };
-    state.store.register_worker(&req.worker_id, &req.hostname, &device, now_ms()).await?;
+    state.store.register_worker(&req.worker_id, &req.hostname, &device, clock_ms()).await?;
     let ttl = state.config.lease_ttl;
     Ok(Json(Registered {
         worker_id: req.worker_id,
@@ -95,9 +96,9 @@ async fn lease(
         // Register interest before looking, so a trial queued between the look and the wait
         // still wakes this request.
         let notified = state.work_queued.notified();
-        if let Some(lease) = state.store.lease_trial(&req.worker_id, now_ms(), ttl_ms).await? {
+        if let Some(lease) = state.store.lease_trial(&req.worker_id, clock_ms(), ttl_ms).await? {
             Metrics::add(&state.metrics.leases_granted, 1);
-            state.store.touch_worker(&req.worker_id, now_ms()).await?;
+            state.store.touch_worker(&req.worker_id, clock_ms()).await?;
             let grant = grant(&state, lease).await?;
             return Ok(Json(grant).into_response());
         }
@@ -167,7 +168,7 @@ async fn heartbeat(
             return Err(ApiError::field(format!("notes[{i}].message"), problem));
         }
     }
-    let now = now_ms();
+    let now = clock_ms();
     let ttl_ms = state.config.lease_ttl.as_millis() as i64;
     let held = if impossible_token(&req.lease_token) {
         Err(crate::store::StoreError::StaleLease { trial_id: id })
@@ -224,7 +225,7 @@ async fn complete(
     let done = if impossible_token(&req.lease_token) {
         Err(crate::store::StoreError::StaleLease { trial_id: id })
     } else {
-        state.store.complete_trial(id, &req.lease_token, &result, now_ms()).await
+        state.store.complete_trial(id, &req.lease_token, &result, clock_ms()).await
     };
     let trial = match done {
         Ok(t) => t,
@@ -268,7 +269,7 @@ async fn fail(
     let failed = if impossible_token(&req.lease_token) {
         Err(crate::store::StoreError::StaleLease { trial_id: id })
     } else {
-        state.store.fail_trial(id, &req.lease_token, &error, req.retryable, now_ms()).await
+        state.store.fail_trial(id, &req.lease_token, &error, req.retryable, clock_ms()).await
     };
     let trial = match failed {
         Ok(t) => t,

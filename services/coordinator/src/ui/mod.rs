@@ -251,7 +251,7 @@ async fn login(
         return (StatusCode::UNAUTHORIZED, render_html(&page)).into_response();
     }
     state.sessions.succeeded(&client);
-    let session = state.sessions.issue(crate::http::now_ms());
+    let session = state.sessions.issue(crate::clock::clock_ms());
     let tls = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())

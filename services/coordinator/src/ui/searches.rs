@@ -14,12 +14,13 @@ use serde_json::Value;
 use super::chart::{self, Axes, Frame, Scale, px};
 use super::format;
 use super::{UiError, UiPath, UiReader, query, render_html};
+use crate::clock::clock_ms;
+use crate::http::AppState;
 use crate::http::searches::{LeaderboardParams, entry, leaderboard_query, next_cursor};
-use crate::http::{AppState, now_ms};
 use crate::pareto;
-use crate::store::{CandidateRow, CursorValue, LeaderboardQuery, SearchRow, SortKey};
-use crate::store_scaling::ScalingFitRow;
-use crate::store_ui::{Evaluation, PlotPoint};
+use crate::store::{
+    CandidateRow, CursorValue, Evaluation, LeaderboardQuery, PlotPoint, ScalingFitRow, SearchRow, SortKey,
+};
 
 /// A search as the list and the page's header show it.
 #[derive(Debug)]
@@ -56,7 +57,7 @@ async fn summary(state: &AppState, row: &SearchRow) -> Result<SearchSummary, UiE
     let budget_ms = row.spec.pointer("/target/latency_budget_ms").and_then(Value::as_f64);
     let trials = |state: &str| progress.trials.get(state).copied().unwrap_or(0);
     let active = matches!(row.status.as_str(), "pending" | "running");
-    let end = if active { now_ms() } else { row.updated_at_ms };
+    let end = if active { clock_ms() } else { row.updated_at_ms };
     Ok(SearchSummary {
         id: row.id,
         name: row.name.clone(),

@@ -102,6 +102,10 @@ pub fn candidate(n: i64) -> NewCandidate {
     }
 }
 
+/// When [`queued_trials`] queues its trials: the queue tests' first instant, so every step of a
+/// test runs on the one fake clock.
+pub const QUEUED_AT_MS: i64 = 1_700_000_000_000;
+
 /// A search with `trials` queued trials (one per candidate), returning their ids in queue order.
 pub async fn queued_trials(store: &Store, trials: i64, max_attempts: i64) -> Vec<i64> {
     let search = store
@@ -113,7 +117,7 @@ pub async fn queued_trials(store: &Store, trials: i64, max_attempts: i64) -> Vec
         let (candidate, _) =
             store.insert_candidate(search.id, &candidate(n)).await.expect("insert candidate");
         let trial = store
-            .enqueue_trial(search.id, candidate.id, 1_000_000, 0, max_attempts)
+            .enqueue_trial(search.id, candidate.id, 1_000_000, 0, max_attempts, QUEUED_AT_MS)
             .await
             .expect("enqueue trial");
         ids.push(trial.id);

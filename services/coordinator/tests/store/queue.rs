@@ -195,7 +195,7 @@ pub async fn trial_out_of_attempts_is_marked_failed(db: TestDb) {
 pub async fn trial_for_an_unknown_candidate_is_rejected(db: TestDb) {
     let search = db.store.create_search("s", &json!({})).await.unwrap();
 
-    let err = db.store.enqueue_trial(search.id, 999_999, 1_000, 0, 3).await;
+    let err = db.store.enqueue_trial(search.id, 999_999, 1_000, 0, 3, T0_MS).await;
 
     assert!(matches!(err, Err(StoreError::Database(_))), "{err:?}");
     assert_eq!(db.store.lease_trial("w", T0_MS, TTL_MS).await.unwrap(), None);

@@ -42,11 +42,12 @@ pub async fn generation_records_members_and_queues_only_new_feasible_candidates(
     let s = search(&db.store).await;
     let mut infeasible = member(3);
     infeasible.candidate.feasible = false;
-    let added = db.store.add_generation(s, 0, &[member(1), member(2), infeasible], 1000, 2).await.unwrap();
+    let added =
+        db.store.add_generation(s, 0, &[member(1), member(2), infeasible], 1000, 2, NOW).await.unwrap();
     assert_eq!(added.iter().map(|(_, new)| *new).collect::<Vec<_>>(), [true, true, true]);
     assert_eq!(added[2].0.status, CandidateStatus::Infeasible);
     // Generation 1 repeats candidate 2: it is a member again but is not retrained.
-    let again = db.store.add_generation(s, 1, &[member(2), member(4)], 1000, 2).await.unwrap();
+    let again = db.store.add_generation(s, 1, &[member(2), member(4)], 1000, 2, NOW).await.unwrap();
     assert!(!again[0].1, "a known architecture is not a new candidate");
     assert_eq!(again[0].0.id, added[1].0.id);
     let members = db.store.search_members(s).await.unwrap();
@@ -62,8 +63,8 @@ pub async fn generation_records_members_and_queues_only_new_feasible_candidates(
 
 pub async fn recording_a_generation_twice_is_refused(db: TestDb) {
     let s = search(&db.store).await;
-    db.store.add_generation(s, 0, &[member(1)], 1000, 2).await.unwrap();
-    assert!(db.store.add_generation(s, 0, &[member(2)], 1000, 2).await.is_err());
+    db.store.add_generation(s, 0, &[member(1)], 1000, 2, NOW).await.unwrap();
+    assert!(db.store.add_generation(s, 0, &[member(2)], 1000, 2, NOW).await.is_err());
     // The refused generation left nothing behind.
     assert_eq!(db.store.search_points(s).await.unwrap().len(), 1);
     assert_eq!(db.store.search_trials(s).await.unwrap().len(), 1);
@@ -71,7 +72,7 @@ pub async fn recording_a_generation_twice_is_refused(db: TestDb) {
 
 pub async fn completed_trial_scores_its_candidate(db: TestDb) {
     let s = search(&db.store).await;
-    let added = db.store.add_generation(s, 0, &[member(1)], 1000, 2).await.unwrap();
+    let added = db.store.add_generation(s, 0, &[member(1)], 1000, 2, NOW).await.unwrap();
     finish_all(&db.store, |_| 12.0).await;
     let c = db.store.get_candidate(added[0].0.id).await.unwrap().unwrap();
     assert_eq!(c.status, CandidateStatus::Done);
@@ -83,11 +84,11 @@ pub async fn completed_trial_scores_its_candidate(db: TestDb) {
 
 pub async fn a_late_lower_rung_result_never_overwrites_a_higher_one(db: TestDb) {
     let s = search(&db.store).await;
-    let added = db.store.add_generation(s, 0, &[member(1)], 1000, 2).await.unwrap();
+    let added = db.store.add_generation(s, 0, &[member(1)], 1000, 2, NOW).await.unwrap();
     let cid = added[0].0.id;
     let rung0 = db.store.lease_trial("slow", NOW, TTL).await.unwrap().unwrap();
-    assert!(db.store.promote(s, cid, 1, 3000, 2).await.unwrap());
-    assert!(!db.store.promote(s, cid, 1, 3000, 2).await.unwrap(), "a rung is queued once");
+    assert!(db.store.promote(s, cid, 1, 3000, 2, NOW).await.unwrap());
+    assert!(!db.store.promote(s, cid, 1, 3000, 2, NOW).await.unwrap(), "a rung is queued once");
     let rung1 = db.store.lease_trial("fast", NOW, TTL).await.unwrap().unwrap();
     assert_eq!(rung1.rung, 1);
     db.store.complete_trial(rung1.trial_id, &rung1.lease_token, &result(8.0), NOW).await.unwrap();
@@ -98,7 +99,7 @@ pub async fn a_late_lower_rung_result_never_overwrites_a_higher_one(db: TestDb) 
 
 pub async fn retryable_failure_requeues_until_attempts_run_out(db: TestDb) {
     let s = search(&db.store).await;
-    let added = db.store.add_generation(s, 0, &[member(1)], 1000, 2).await.unwrap();
+    let added = db.store.add_generation(s, 0, &[member(1)], 1000, 2, NOW).await.unwrap();
     let first = db.store.lease_trial("w1", NOW, TTL).await.unwrap().unwrap();
     let t =
         db.store.fail_trial(first.trial_id, &first.lease_token, "out of memory", true, NOW).await.unwrap();
@@ -121,7 +122,7 @@ pub async fn retryable_failure_requeues_until_attempts_run_out(db: TestDb) {
 
 pub async fn permanent_failure_fails_at_once(db: TestDb) {
     let s = search(&db.store).await;
-    db.store.add_generation(s, 0, &[member(1)], 1000, 5).await.unwrap();
+    db.store.add_generation(s, 0, &[member(1)], 1000, 5, NOW).await.unwrap();
     let lease = db.store.lease_trial("w1", NOW, TTL).await.unwrap().unwrap();
     let t = db
         .store
@@ -133,10 +134,10 @@ pub async fn permanent_failure_fails_at_once(db: TestDb) {
 
 pub async fn cancelling_a_search_fails_its_queued_work_once(db: TestDb) {
     let s = search(&db.store).await;
-    let added = db.store.add_generation(s, 0, &[member(1), member(2)], 1000, 2).await.unwrap();
+    let added = db.store.add_generation(s, 0, &[member(1), member(2)], 1000, 2, NOW).await.unwrap();
     let leased = db.store.lease_trial("w", NOW, TTL).await.unwrap().unwrap();
-    assert!(db.store.cancel_search(s).await.unwrap());
-    assert!(!db.store.cancel_search(s).await.unwrap(), "an ended search is not cancelled again");
+    assert!(db.store.cancel_search(s, NOW).await.unwrap());
+    assert!(!db.store.cancel_search(s, NOW).await.unwrap(), "an ended search is not cancelled again");
     assert_eq!(db.store.get_search(s).await.unwrap().unwrap().status, "cancelled");
     assert!(db.store.lease_trial("w", NOW, TTL).await.unwrap().is_none(), "nothing left to lease");
     // The running trial's lease is gone: its result is refused.
@@ -144,7 +145,7 @@ pub async fn cancelling_a_search_fails_its_queued_work_once(db: TestDb) {
     for (c, _) in &added {
         assert_eq!(db.store.get_candidate(c.id).await.unwrap().unwrap().status, CandidateStatus::Failed);
     }
-    assert!(!db.store.set_search_status(s, "running", None).await.unwrap(), "cancelled is terminal");
+    assert!(!db.store.set_search_status(s, "running", None, NOW).await.unwrap(), "cancelled is terminal");
 }
 
 pub async fn leaderboard_pages_by_keyset_in_every_order(db: TestDb) {
@@ -157,7 +158,7 @@ pub async fn leaderboard_pages_by_keyset_in_every_order(db: TestDb) {
             m
         })
         .collect();
-    db.store.add_generation(s, 0, &members, 1000, 2).await.unwrap();
+    db.store.add_generation(s, 0, &members, 1000, 2, NOW).await.unwrap();
     // Infeasible candidates are not trained; the others get perplexities with ties.
     finish_all(&db.store, |id| (id % 4) as f64 + 10.0).await;
     let mut seen = Vec::new();

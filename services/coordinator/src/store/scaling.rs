@@ -5,7 +5,8 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::store::{Store, StoreError, clock_ms};
+use super::{Store, StoreError};
+use crate::clock::clock_ms;
 
 /// A stored fit.
 #[derive(Debug, Clone, PartialEq)]

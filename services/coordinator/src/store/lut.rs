@@ -3,16 +3,16 @@
 //!
 //! Part of [`Store`]; kept in its own file so the LUT side reads on its own. Values stay plain
 //! (keys as text, coefficients and fidelity as JSON) so the store never interprets a LUT.
+//! Devices are written and read here too, since every LUT belongs to one.
 
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::store::{
-    DeviceRow, LutEntryRow, NewLutEntry, Store, StoreError, clock_ms, device_from_row, json_column,
-    lut_entry_from_row,
-};
+use super::rows::{device_from_row, json_column, lut_entry_from_row};
+use super::{DeviceRow, LutEntryRow, NewDevice, NewLutEntry, Store, StoreError};
+use crate::clock::clock_ms;
 
 /// One LUT: a device under a deployment setting, with how many entries it holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -36,6 +36,71 @@ pub struct LutCalibrationRow {
 }
 
 impl Store {
+    /// Registers a device, or updates its name, kind and info; its creation time is kept.
+    pub async fn upsert_device(&self, device: &NewDevice) -> Result<DeviceRow, StoreError> {
+        let row = sqlx::query(concat!(
+            "INSERT INTO devices (fingerprint, name, kind, info, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (fingerprint) DO UPDATE
+             SET name = excluded.name, kind = excluded.kind, info = excluded.info
+             RETURNING ",
+            device_columns!()
+        ))
+        .bind(&device.fingerprint)
+        .bind(&device.name)
+        .bind(&device.kind)
+        .bind(device.info.to_string())
+        .bind(clock_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        device_from_row(&row)
+    }
+
+    pub async fn get_device(&self, fingerprint: &str) -> Result<Option<DeviceRow>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", device_columns!(), " FROM devices WHERE fingerprint = $1"))
+            .bind(fingerprint)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(device_from_row).transpose()
+    }
+
+    /// Stores a measurement, replacing any earlier one for the same (device, setting, operator).
+    pub async fn put_lut_entry(&self, entry: &NewLutEntry) -> Result<(), StoreError> {
+        self.put_lut_entries(std::slice::from_ref(entry)).await.map(|_| ())
+    }
+
+    /// The LUT of one device under one deployment setting, ordered by operator key.
+    pub async fn lut_entries(&self, device: &str, setting_key: &str) -> Result<Vec<LutEntryRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            lut_entry_columns!(),
+            " FROM lut_entries WHERE device = $1 AND setting_key = $2 ORDER BY op_key"
+        ))
+        .bind(device)
+        .bind(setting_key)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(lut_entry_from_row).collect()
+    }
+
+    /// Every registered device.
+    pub async fn list_devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
+        let rows = sqlx::query(concat!("SELECT ", device_columns!(), " FROM devices ORDER BY fingerprint"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(device_from_row).collect()
+    }
+
+    /// Devices with at least one latency entry for a setting.
+    pub async fn devices_with_lut(&self, setting_key: &str) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT device FROM lut_entries WHERE setting_key = $1 ORDER BY device",
+        )
+        .bind(setting_key)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Every registered device, by fingerprint.
     pub async fn devices(&self) -> Result<Vec<DeviceRow>, StoreError> {
         let rows = sqlx::query(

@@ -8,7 +8,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::store::{CandidateStatus, Store, StoreError};
+use super::{CandidateStatus, Store, StoreError};
 
 /// A candidate as a plot needs it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
