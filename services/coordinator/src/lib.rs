@@ -9,9 +9,14 @@
 //!   pure functions of a search's history.
 //! - [`search`]: the driver that turns proposals into candidates and trials (widths and latency
 //!   from [`latency`]) and results back into history.
+//! - [`app`]: the application layer: state, configuration, access (tokens, sign-in sessions) and
+//!   the operations both front ends serve, returning the domain error [`app::AppError`].
 //! - [`http`]: the axum API; [`openapi`] describes it; [`pareto`] computes the front it serves.
+//! - [`ui`]: the web UI under `/ui`. `http` and `ui` are siblings over [`app`] that only
+//!   translate (JSON and status codes, or HTML pages); neither imports the other, and
+//!   [`routes`] serves them together with the request limits.
 //! - [`server`]: the bound server and its background loop (lease sweeper, search stepping).
-//! - [`ui`]: the web UI under `/ui`; [`scratch`]: throwaway databases for the benchmarks.
+//! - [`scratch`]: throwaway databases for the benchmarks.
 //!
 //! # Runtime model
 //!
@@ -21,12 +26,14 @@
 //! (`now_ms`); the service passes the one wall clock, [`clock::clock_ms`].
 //! The coordinator never links burn: workers train, over HTTP.
 
+pub mod app;
 pub mod clock;
 pub mod engine;
 pub mod http;
 pub mod latency;
 pub mod openapi;
 pub mod pareto;
+pub mod routes;
 pub mod scaling;
 pub mod scratch;
 pub mod search;

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::app::{ApiConfig, AppState, Metrics};
 use crate::clock::clock_ms;
-use crate::http::{self, ApiConfig, AppState, Metrics};
 use crate::search::StepOutcome;
 use crate::store::Store;
 
@@ -56,7 +56,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let background = tokio::spawn(background_loop(self.state.clone(), self.tick));
-        let app = http::app(self.state.clone());
+        let app = crate::routes::app(self.state.clone());
         let served = serve(self.listener, app, &self.state.config, shutdown).await;
         background.abort();
         served
@@ -70,7 +70,7 @@ impl Application {
 /// backlog) and in time: the headers of every request, and the pause before the next request of
 /// a kept-alive connection, must arrive within [`ApiConfig::header_read_timeout`], or the
 /// connection is closed. A request's body and handling are bounded by the request timeout in
-/// [`http::app`]. Each request carries the peer's address as `ConnectInfo`.
+/// [`crate::routes::app`]. Each request carries the peer's address as `ConnectInfo`.
 async fn serve(
     listener: TcpListener,
     app: axum::Router,

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use coordinator::http::{ApiConfig, AppState, app};
+use coordinator::app::{ApiConfig, AppState};
+use coordinator::routes::app;
 use coordinator::scratch::ScratchDatabase;
 use coordinator::store::{NewDevice, Store};
 use http_body_util::BodyExt;

@@ -1,19 +1,19 @@
 //! Candidates: detail (layers, metrics, loss curve, lineage, trials) and export.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::auth::Reader;
-use super::searches::{Entry, entry};
+use super::routing::Routes;
 use super::{ApiError, AppState, PathParam};
+use crate::app::candidates::{HISTORY_LIMIT, export_document};
+use crate::app::leaderboard::{Entry, entry};
 use crate::store::{CandidateRow, TrialEventRow, TrialRow};
 
 /// One layer of a candidate's expanded model.
@@ -55,11 +55,11 @@ pub struct CandidateDetail {
     pub history: Vec<TrialEventRow>,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/candidates/{id}", get(show))
-        .route("/api/v1/candidates/{id}/export", get(export))
-        .route("/api/v1/searches/{id}/best/export", get(export_best))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/api/v1/candidates/{id}", show)
+        .get("/api/v1/candidates/{id}/export", export)
+        .get("/api/v1/searches/{id}/best/export", export_best)
 }
 
 async fn get_row(state: &AppState, id: i64) -> Result<CandidateRow, ApiError> {
@@ -120,37 +120,12 @@ async fn show(
     }))
 }
 
-/// The most trial events a candidate's detail lists (attempts are bounded by `max_attempts`, so
-/// only a pathological history is cut).
-pub const HISTORY_LIMIT: i64 = 500;
-
 /// `?format=frontier|nemotron-flash`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExportParams {
     #[serde(default)]
     pub format: Option<String>,
-}
-
-/// The exported document of a candidate in a format.
-pub fn export_document(c: &CandidateRow, format: &str) -> Result<Value, ApiError> {
-    let arch: search_space::Architecture = serde_json::from_value(c.architecture.clone())
-        .map_err(|e| ApiError::Internal(format!("stored architecture does not parse: {e}")))?;
-    match format {
-        "frontier" => serde_json::from_str(&arch.to_json()).map_err(|e| ApiError::Internal(e.to_string())),
-        "nemotron-flash" => {
-            let model = arch.expand().map_err(|e| ApiError::Internal(e.to_string()))?;
-            search_space::nemotron_flash::export(&model).map_err(|e| {
-                ApiError::field(
-                    "format",
-                    format!("candidate {} cannot be written as a Nemotron-Flash config: {e}", c.id),
-                )
-            })
-        }
-        other => Err(ApiError::BadRequest(format!(
-            "format: unknown `{other}`; expected frontier or nemotron-flash"
-        ))),
-    }
 }
 
 /// The requested export format; `frontier` when none is given.

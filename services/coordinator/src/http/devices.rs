@@ -4,13 +4,12 @@
 //! check every stored row passes when a table is loaded.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, State};
-use axum::routing::get;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::auth::{Admin, Reader, WorkerAuth};
+use super::routing::Routes;
 use super::{ApiError, AppState, JsonBody, PathParam};
 use crate::store::{DeviceRow, LutEntryRow, NewLutEntry};
 
@@ -52,10 +51,12 @@ pub struct LutDeleted {
     pub deleted: u64,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/devices", get(list))
-        .route("/api/v1/devices/{fingerprint}/lut", get(entries).post(upload).delete(delete))
+pub fn routes() -> Routes {
+    Routes::new()
+        .get("/api/v1/devices", list)
+        .get("/api/v1/devices/{fingerprint}/lut", entries)
+        .post("/api/v1/devices/{fingerprint}/lut", upload)
+        .delete("/api/v1/devices/{fingerprint}/lut", delete)
 }
 
 async fn list(_: Reader, State(state): State<AppState>) -> Result<Json<DeviceList>, ApiError> {

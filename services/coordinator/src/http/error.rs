@@ -8,6 +8,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use search_space::{ParseError, ValidationErrors};
 
+use crate::app::AppError;
+use crate::scaling::ScalingError;
 use crate::search::DriverError;
 use crate::store::StoreError;
 
@@ -66,58 +68,30 @@ impl ApiError {
     }
 }
 
-impl From<ValidationErrors> for ApiError {
-    fn from(e: ValidationErrors) -> Self {
-        Self::Invalid(e.0.into_iter().map(|f| FieldProblem { path: f.path, message: f.message }).collect())
-    }
-}
-
-impl From<ParseError> for ApiError {
-    fn from(e: ParseError) -> Self {
+impl From<AppError> for ApiError {
+    fn from(e: AppError) -> Self {
         match e {
-            ParseError::Syntax { path, message } => Self::Invalid(vec![FieldProblem { path, message }]),
-            ParseError::Invalid(v) => v.into(),
+            AppError::Invalid(fields) => Self::Invalid(fields),
+            AppError::BadRequest(m) => Self::BadRequest(m),
+            AppError::NotFound(m) => Self::NotFound(m),
+            AppError::Conflict(m) => Self::Conflict(m),
+            AppError::Unavailable(cause) => Self::Unavailable(cause),
+            AppError::Internal(cause) => Self::Internal(cause),
         }
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::StaleLease { trial_id } => Self::Conflict(format!(
-                "lease on trial {trial_id} is stale: it expired and was handed to another worker, or the trial ended"
-            )),
-            StoreError::Connect { .. } => Self::Unavailable(e),
-            StoreError::Database(ref db) if connection_lost(db) => Self::Unavailable(e),
-            other => Self::Internal(format!("{other}: {:?}", std::error::Error::source(&other))),
+/// Domain errors a handler meets through `?`, translated by way of [`AppError`].
+macro_rules! via_app_error {
+    ($($source:ty),*) => {$(
+        impl From<$source> for ApiError {
+            fn from(e: $source) -> Self {
+                AppError::from(e).into()
+            }
         }
-    }
+    )*};
 }
-
-/// Whether `e` means the database went away (restart, outage, a terminated backend) rather than
-/// that the statement was wrong: a 503 the client may retry, not a 500.
-pub fn connection_lost(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        // SQLSTATE class 08 (connection exception); 57P01..57P03 (admin or crash shutdown,
-        // cannot connect now), as Postgres reports a restart or a terminated backend; 53300 (too
-        // many connections); 55000, which is what a connection to a database that is closed to
-        // new connections (`ALLOW_CONNECTIONS false`) gets.
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03" | "53300" | "55000")
-        }),
-        _ => false,
-    }
-}
-
-impl From<DriverError> for ApiError {
-    fn from(e: DriverError) -> Self {
-        match e {
-            DriverError::Store(s) => s.into(),
-            DriverError::NoSuchSearch(id) => Self::NotFound(format!("search {id} does not exist")),
-        }
-    }
-}
+via_app_error!(ValidationErrors, ParseError, StoreError, DriverError, ScalingError);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {

@@ -9,15 +9,14 @@ use api::{
     SearchSpec, TrialJob, TrialMetrics,
 };
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use schemars::JsonSchema;
 use serde::Serialize;
 
 use super::auth::WorkerAuth;
+use super::routing::Routes;
 use super::{ApiError, AppState, JsonBody, Metrics, PathParam};
 use crate::clock::clock_ms;
 use crate::store::{Lease, NewDevice, TrialResult, TrialState};
@@ -29,13 +28,13 @@ pub struct TrialAck {
     pub state: TrialState,
 }
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/workers/register", post(register))
-        .route("/api/v1/workers/lease", post(lease))
-        .route("/api/v1/trials/{id}/heartbeat", post(heartbeat))
-        .route("/api/v1/trials/{id}/complete", post(complete))
-        .route("/api/v1/trials/{id}/fail", post(fail))
+pub fn routes() -> Routes {
+    Routes::new()
+        .post("/api/v1/workers/register", register)
+        .post("/api/v1/workers/lease", lease)
+        .post("/api/v1/trials/{id}/heartbeat", heartbeat)
+        .post("/api/v1/trials/{id}/complete", complete)
+        .post("/api/v1/trials/{id}/fail", fail)
 }
 
 /// An id or key: not blank, at most [`MAX_KEY_CHARS`] characters, no control characters.

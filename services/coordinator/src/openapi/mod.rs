@@ -179,4 +179,20 @@ mod tests {
         // u32 fields without a cap of their own get the type's.
         assert_eq!(s["SearchSpec"]["properties"]["seed"]["maximum"], json!(u64::MAX));
     }
+
+    /// Served ⇔ documented, both ways: a route added without its operation, or an operation
+    /// left behind by a removed route, fails here.
+    #[test]
+    fn every_served_route_is_documented_and_every_documented_operation_is_served() {
+        use std::collections::BTreeSet;
+        let routes = crate::http::routes();
+        let served: BTreeSet<(&str, &str)> = routes.served().iter().copied().collect();
+        assert_eq!(served.len(), routes.served().len(), "a route is added twice");
+        let documented: BTreeSet<(&str, &str)> = OPERATIONS.iter().map(|o| (o.method, o.path)).collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(undocumented.is_empty(), "served but not in the OpenAPI document: {undocumented:?}");
+        assert!(unserved.is_empty(), "documented but not served: {unserved:?}");
+        assert!(served.len() >= 26, "only {} routes", served.len());
+    }
 }

@@ -10,9 +10,9 @@ use serde_json::Value;
 use super::chart::{self, Axes, Frame, px};
 use super::searches::LineChart;
 use super::{UiError, UiPath, UiReader, format, render_html};
-use crate::http::AppState;
-use crate::http::candidates::export_document;
-use crate::http::searches::entry;
+use crate::app::AppState;
+use crate::app::candidates::export_document;
+use crate::app::leaderboard::entry;
 use crate::store::{CandidateRow, TrialEventRow, TrialRow};
 
 /// One block of the layer strip.
@@ -319,7 +319,7 @@ pub async fn show(
         });
     }
     let trials = state.store.candidate_trials(id).await?;
-    let history = state.store.candidate_history(id, crate::http::candidates::HISTORY_LIMIT).await?;
+    let history = state.store.candidate_history(id, crate::app::candidates::HISTORY_LIMIT).await?;
     let e = entry(&c);
     let context = setting.map(|s| s.context_tokens());
     let facts = facts(&c, &model, context);

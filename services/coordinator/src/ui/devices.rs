@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::chart::{self, Axes, Frame, Scale, px};
 use super::{UiError, UiReader, format, render_html};
-use crate::http::AppState;
+use crate::app::AppState;
 
 /// One fidelity line: how estimates tracked measurements.
 #[derive(Debug)]

@@ -18,7 +18,7 @@
 //! open unless `protect_reads` is set, and then a token is needed — as a bearer header — or the
 //! signed session cookie `/ui/login` sets in exchange for one (never the token itself; `Secure`
 //! when the request came over TLS; wrong sign-ins are throttled per client, see
-//! [`crate::http::auth::Sessions`]). Every error, a bad path parameter or a wrong method
+//! [`crate::app::access::Sessions`]). Every error, a bad path parameter or a wrong method
 //! included, is an HTML page.
 
 pub mod candidate;
@@ -37,8 +37,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::http::auth::{SESSION_COOKIE, read_allowed, token_known};
-use crate::http::{ApiError, AppState};
+use crate::app::access::{SESSION_COOKIE, read_allowed, token_known};
+use crate::app::{AppError, AppState};
 use crate::store::StoreError;
 
 pub fn router() -> Router<AppState> {
@@ -70,9 +70,21 @@ pub enum UiError {
 impl From<StoreError> for UiError {
     fn from(e: StoreError) -> Self {
         tracing::warn!(error = %e, "ui: store error");
-        match ApiError::from(e) {
-            ApiError::Unavailable(_) => Self::Unavailable,
-            other => Self::Internal(other.to_string()),
+        AppError::from(e).into()
+    }
+}
+
+/// A failure of the shared application code, as a page error.
+impl From<AppError> for UiError {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::NotFound(m) => Self::NotFound(m),
+            AppError::BadRequest(m) | AppError::Conflict(m) => Self::BadRequest(m),
+            AppError::Invalid(fields) => Self::BadRequest(
+                fields.iter().map(|f| format!("{}: {}", f.path, f.message)).collect::<Vec<_>>().join("; "),
+            ),
+            AppError::Unavailable(_) => Self::Unavailable,
+            AppError::Internal(cause) => Self::Internal(cause),
         }
     }
 }

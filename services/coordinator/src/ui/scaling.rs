@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use super::chart::{self, Axes, Frame, Scale, px};
 use super::{UiError, UiPath, UiReader, format, query, render_html};
-use crate::http::scaling::{get_fit, run_recommend};
-use crate::http::{ApiError, AppState};
+use crate::app::scaling::{get_fit, run_recommend};
+use crate::app::{AppError, AppState};
 use crate::scaling::{FitForm, RecommendRequest, Recommendation, RecommendedModel, ScalingFit};
 
 /// Colours of the per-width series (CSS classes `s0`…`s7`), repeated past eight widths.
@@ -391,27 +391,17 @@ struct FitPage {
     recommend_error: Option<String>,
 }
 
-/// A failure of the shared fit and recommendation code, as a page error.
-fn ui_error(e: ApiError) -> UiError {
-    match e {
-        ApiError::NotFound(m) => UiError::NotFound(m),
-        ApiError::Unavailable(_) => UiError::Unavailable,
-        ApiError::Internal(cause) => UiError::Internal(cause),
-        other => UiError::Internal(other.to_string()),
-    }
-}
-
 /// Why a recommendation could not be made, and the status the page answers with: a problem with
 /// the form's input is a bad request, as on the other pages; the search's state a conflict.
-fn recommend_problem(e: ApiError) -> Result<(StatusCode, String), UiError> {
+fn recommend_problem(e: AppError) -> Result<(StatusCode, String), UiError> {
     match e {
-        ApiError::Invalid(fields) => Ok((
+        AppError::Invalid(fields) => Ok((
             StatusCode::BAD_REQUEST,
             fields.iter().map(|f| format!("{}: {}", f.path, f.message)).collect::<Vec<_>>().join("; "),
         )),
-        ApiError::BadRequest(m) => Ok((StatusCode::BAD_REQUEST, m)),
-        ApiError::Conflict(m) => Ok((StatusCode::CONFLICT, m)),
-        other => Err(ui_error(other)),
+        AppError::BadRequest(m) => Ok((StatusCode::BAD_REQUEST, m)),
+        AppError::Conflict(m) => Ok((StatusCode::CONFLICT, m)),
+        other => Err(other.into()),
     }
 }
 
@@ -422,7 +412,7 @@ pub async fn show(
     params: Result<Query<RecommendParams>, QueryRejection>,
 ) -> Result<Response, UiError> {
     let params = query(params)?;
-    let fit = get_fit(&state, id).await.map_err(ui_error)?;
+    let fit = get_fit(&state, id).await?;
     let search = state.store.get_search(fit.search_id).await?;
     let default_setting = search
         .as_ref()
@@ -450,7 +440,7 @@ pub async fn show(
                 };
                 run_recommend(&state, &fit, &request).await
             }
-            Err(_) => Err(ApiError::field("budget_ms", format!("`{text}` is not a number of milliseconds"))),
+            Err(_) => Err(AppError::field("budget_ms", format!("`{text}` is not a number of milliseconds"))),
         };
         match outcome {
             Ok(r) => recommendation = Some(recommendation_view(&r)),

@@ -14,9 +14,9 @@ use serde_json::Value;
 use super::chart::{self, Axes, Frame, Scale, px};
 use super::format;
 use super::{UiError, UiPath, UiReader, query, render_html};
+use crate::app::AppState;
+use crate::app::leaderboard::{LeaderboardParams, entry, leaderboard_query, next_cursor};
 use crate::clock::clock_ms;
-use crate::http::AppState;
-use crate::http::searches::{LeaderboardParams, entry, leaderboard_query, next_cursor};
 use crate::pareto;
 use crate::store::{
     CandidateRow, CursorValue, Evaluation, LeaderboardQuery, PlotPoint, ScalingFitRow, SearchRow, SortKey,

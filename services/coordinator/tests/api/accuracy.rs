@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use axum::Router;
 use axum::http::StatusCode;
-use coordinator::http::AppState;
+use coordinator::app::AppState;
 use serde_json::{Value, json};
 
 use crate::helpers::TestDb;

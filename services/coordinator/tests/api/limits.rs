@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::http::{Method, StatusCode};
-use coordinator::http::ApiConfig;
+use coordinator::app::ApiConfig;
 use coordinator::server::Application;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use coordinator::http::ApiConfig;
+use coordinator::app::ApiConfig;
 use serde_json::{Value, json};
 
 use crate::helpers::TestDb;

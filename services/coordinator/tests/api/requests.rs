@@ -3,7 +3,8 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
-use coordinator::http::{ApiConfig, AppState, app};
+use coordinator::app::{ApiConfig, AppState};
+use coordinator::routes::app;
 use coordinator::store::{NewDevice, NewLutEntry, Store};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};

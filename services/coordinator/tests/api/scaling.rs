@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use axum::Router;
 use axum::http::StatusCode;
-use coordinator::http::AppState;
+use coordinator::app::AppState;
 use serde_json::{Value, json};
 
 use crate::helpers::TestDb;

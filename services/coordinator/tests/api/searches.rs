@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use axum::Router;
 use axum::http::StatusCode;
-use coordinator::http::AppState;
+use coordinator::app::AppState;
 use coordinator::store::Store;
 use serde_json::{Value, json};
 

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
-use coordinator::http::ApiConfig;
+use coordinator::app::ApiConfig;
 use coordinator::openapi::{Auth, OPERATIONS, Operation};
 use coordinator::store::TrialState;
 use serde_json::{Value, json};

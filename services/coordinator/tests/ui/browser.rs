@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coordinator::http::{ApiConfig, app};
+use coordinator::app::ApiConfig;
+use coordinator::routes::app;
 use coordinator::server::Application;
 use coordinator::store::{NewCandidate, Store};
 use fantoccini::{Client, ClientBuilder, Locator};

@@ -3,7 +3,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
-use coordinator::http::ApiConfig;
+use coordinator::app::ApiConfig;
 use coordinator::store::NewCandidate;
 use http_body_util::BodyExt;
 use serde_json::json;

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::http::StatusCode;
-use coordinator::http::AppState;
+use coordinator::app::AppState;
 use coordinator::store::{NewDevice, NewLutEntry, Store};
 use serde_json::{Value, json};
 
