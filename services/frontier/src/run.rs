@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use coordinator::http::ApiConfig;
+use coordinator::app::ApiConfig;
 use coordinator::server::Application;
 use serde_json::Value;
 use worker::pull::{Worker, WorkerConfig};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use api::SearchSpec;
 use clap::Args;
-use coordinator::http::ApiConfig;
+use coordinator::app::ApiConfig;
 use coordinator::server::{Application, shutdown_signal};
 use serde_json::Value;
 use worker::backend::Precision;
