@@ -40,6 +40,7 @@ COPY services/coordinator/Cargo.toml services/coordinator/
 COPY services/worker/Cargo.toml services/worker/
 COPY services/frontier/Cargo.toml services/frontier/
 COPY testdata/Cargo.toml testdata/
+COPY tools/Cargo.toml tools/
 COPY deploy/docker/stub-workspace.sh /usr/local/bin/stub-workspace
 # cudarc reads CUDARC_CUDA_VERSION when it is set at all, so an empty one is unset.
 RUN set -eu; \

@@ -16,7 +16,6 @@
 //!   translate (JSON and status codes, or HTML pages); neither imports the other, and
 //!   [`routes`] serves them together with the request limits.
 //! - [`server`]: the bound server and its background loop (lease sweeper, search stepping).
-//! - [`scratch`]: throwaway databases for the benchmarks.
 //!
 //! # Runtime model
 //!
@@ -35,7 +34,6 @@ pub mod openapi;
 pub mod pareto;
 pub mod routes;
 pub mod scaling;
-pub mod scratch;
 pub mod search;
 pub mod server;
 pub mod store;

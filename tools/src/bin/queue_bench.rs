@@ -7,7 +7,7 @@
 //!   search, the p50/p99 of first pages and of deep keyset pages for each sort order.
 //!
 //! ```sh
-//! cargo run --release -p coordinator --bin queue_bench -- --database-url postgres://postgres@127.0.0.1/postgres
+//! cargo run --release -p tools --bin queue_bench -- --database-url postgres://postgres@127.0.0.1/postgres
 //! ```
 //!
 //! A fresh database is created next to the one named (and dropped afterwards) for Postgres; a
@@ -17,40 +17,28 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use coordinator::scratch::ScratchDatabase;
+use clap::Parser;
 use coordinator::store::{CursorValue, LeaderboardQuery, SortKey, Store, StoreOptions, TrialResult};
+use tools::scratch::ScratchDatabase;
 
+/// The trial queue and the leaderboard on a real database.
+#[derive(Debug, Parser)]
 struct Args {
+    /// The database to benchmark beside (a fresh database is made on its server), or `sqlite`.
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     database_url: String,
+    /// Concurrent lessees.
+    #[arg(long, default_value_t = 1000)]
     workers: usize,
+    /// Trials queued for them to drain.
+    #[arg(long, default_value_t = 20_000)]
     trials: i64,
+    /// Scored candidates in the leaderboard's search.
+    #[arg(long, default_value_t = 1_000_000)]
     candidates: i64,
+    /// The store's connection pool size.
+    #[arg(long, default_value_t = 32)]
     connections: u32,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
-        workers: 1000,
-        trials: 20_000,
-        candidates: 1_000_000,
-        connections: 32,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--database-url" => args.database_url = value()?,
-            "--workers" => args.workers = value()?.parse().map_err(|e| format!("--workers: {e}"))?,
-            "--trials" => args.trials = value()?.parse().map_err(|e| format!("--trials: {e}"))?,
-            "--candidates" => args.candidates = value()?.parse().map_err(|e| format!("--candidates: {e}"))?,
-            "--connections" => {
-                args.connections = value()?.parse().map_err(|e| format!("--connections: {e}"))?
-            }
-            other => return Err(format!("unknown flag `{other}`")),
-        }
-    }
-    Ok(args)
 }
 
 fn percentile(sorted: &[Duration], q: f64) -> Duration {
@@ -59,13 +47,7 @@ fn percentile(sorted: &[Duration], q: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     if let Err(e) = run(args).await {
         eprintln!("error: {e}");
         std::process::exit(1);

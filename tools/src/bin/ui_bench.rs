@@ -6,8 +6,8 @@
 //! queries, template rendering; no network), and p50/p90/max and body size are reported.
 //!
 //! ```sh
-//! cargo run --release -p coordinator --bin ui_bench -- --database-url sqlite
-//! cargo run --release -p coordinator --bin ui_bench -- --database-url postgres://postgres@127.0.0.1/postgres
+//! cargo run --release -p tools --bin ui_bench -- --database-url sqlite
+//! cargo run --release -p tools --bin ui_bench -- --database-url postgres://postgres@127.0.0.1/postgres
 //! ```
 //!
 //! A fresh database is created next to the one named (and dropped afterwards) for Postgres; a
@@ -17,46 +17,31 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use clap::Parser;
 use coordinator::app::{ApiConfig, AppState};
 use coordinator::routes::app;
-use coordinator::scratch::ScratchDatabase;
 use coordinator::store::{NewDevice, Store};
 use http_body_util::BodyExt;
+use tools::scratch::ScratchDatabase;
 use tower::ServiceExt;
 
+/// Server time of every web UI page beside the JSON endpoints.
+#[derive(Debug, Parser)]
 struct Args {
+    /// `sqlite` (a temporary file), or a postgres:// URL to make a fresh database beside.
+    #[arg(long, default_value = "sqlite")]
     database_url: String,
+    /// Candidates in the search the pages show.
+    #[arg(long, default_value_t = 10_000)]
     candidates: i64,
-    requests: usize,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args { database_url: "sqlite".into(), candidates: 10_000, requests: 30 };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--database-url" => args.database_url = value()?,
-            "--candidates" => args.candidates = value()?.parse().map_err(|e| format!("--candidates: {e}"))?,
-            "--requests" => args.requests = value()?.parse().map_err(|e| format!("--requests: {e}"))?,
-            other => return Err(format!("unknown flag `{other}`")),
-        }
-    }
-    if args.requests == 0 {
-        return Err("--requests must be at least 1".into());
-    }
-    Ok(args)
+    /// Requests per page (the median and p99 are over them).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    requests: u64,
 }
 
 #[tokio::main]
 async fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
-    };
+    let args = Args::parse();
     if let Err(e) = run(args).await {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -115,7 +100,7 @@ async fn measure(store: &Store, args: &Args) -> Result<(), Box<dyn std::error::E
     println!("| request | p50 ms | p90 ms | max ms | body KiB |");
     println!("|---|---|---|---|---|");
     for (label, uri) in pages {
-        let mut times = Vec::with_capacity(args.requests);
+        let mut times = Vec::with_capacity(args.requests as usize);
         let mut size = 0;
         for _ in 0..args.requests {
             let started = Instant::now();
