@@ -83,6 +83,24 @@ pub struct NewLutEntry {
     pub repeats: i64,
 }
 
+impl NewLutEntry {
+    /// The rows of profiled entries of `device` at `setting`.
+    pub fn rows(device: &str, setting: &lut::DeploymentSetting, entries: &[lut::LutEntry]) -> Vec<Self> {
+        entries
+            .iter()
+            .map(|e| Self {
+                device: device.to_owned(),
+                setting_key: setting.key(),
+                op_key: e.op.to_string(),
+                median_ms: e.median_ms,
+                p10_ms: e.p10_ms,
+                p90_ms: e.p90_ms,
+                repeats: i64::from(e.repeats),
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct LutEntryRow {
     pub device: String,
