@@ -9,6 +9,7 @@ pub mod candidates;
 pub mod error;
 pub mod leaderboard;
 pub mod scaling;
+pub mod views;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -5,55 +5,16 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::auth::Reader;
 use super::routing::Routes;
 use super::{ApiError, AppState, PathParam};
 use crate::app::candidates::{HISTORY_LIMIT, export_document};
-use crate::app::leaderboard::{Entry, entry};
-use crate::store::{CandidateRow, TrialEventRow, TrialRow};
-
-/// One layer of a candidate's expanded model.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct LayerView {
-    /// Operator code (`A`, `M2`, `D`, `GD`, `F`).
-    pub kind: String,
-    pub params: u64,
-    pub spec: search_space::LayerSpec,
-}
-
-/// An ancestor of a candidate.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct LineageStep {
-    pub id: i64,
-    pub ppl: Option<f64>,
-    pub mutation: Option<String>,
-}
-
-/// Everything about one candidate.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct CandidateDetail {
-    pub candidate: Entry,
-    pub search_id: i64,
-    #[schemars(with = "search_space::Architecture")]
-    pub architecture: Value,
-    pub layers: Vec<LayerView>,
-    /// The latest result's metrics.
-    #[schemars(with = "Option<api::TrialMetrics>")]
-    pub metrics: Option<Value>,
-    /// (step, loss) pairs of the latest result's training.
-    #[schemars(with = "Option<Vec<(u64, f64)>>")]
-    pub loss_curve: Value,
-    pub error: Option<String>,
-    /// Parent first, then its parent, and so on.
-    pub lineage: Vec<LineageStep>,
-    pub trials: Vec<TrialRow>,
-    /// What happened to each trial, oldest first (progress reports left out).
-    pub history: Vec<TrialEventRow>,
-}
+use crate::app::leaderboard::entry;
+use crate::app::views::{CandidateDetail, LayerView, LineageStep};
+use crate::store::CandidateRow;
 
 pub fn routes() -> Routes {
     Routes::new()

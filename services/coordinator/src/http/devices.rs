@@ -5,51 +5,13 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::auth::{Admin, Reader, WorkerAuth};
 use super::routing::Routes;
 use super::{ApiError, AppState, JsonBody, PathParam};
-use crate::store::{DeviceRow, LutEntryRow, NewLutEntry};
-
-/// A registered worker.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct WorkerView {
-    pub id: String,
-    /// Its device's fingerprint.
-    pub device: String,
-    pub hostname: String,
-    pub last_seen_at_ms: i64,
-}
-
-/// Devices and the workers on them.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct DeviceList {
-    pub devices: Vec<DeviceRow>,
-    pub workers: Vec<WorkerView>,
-}
-
-/// A device's latency entries at one setting.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct LutTable {
-    pub device: String,
-    /// The setting's canonical key.
-    pub setting: String,
-    pub entries: Vec<LutEntryRow>,
-}
-
-/// How many entries an upload stored.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct LutStored {
-    pub stored: usize,
-}
-
-/// How many entries a deletion removed.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct LutDeleted {
-    pub deleted: u64,
-}
+use crate::app::views::{DeviceList, LutDeleted, LutStored, LutTable, UploadedEntry, WorkerView};
+use crate::store::NewLutEntry;
 
 pub fn routes() -> Routes {
     Routes::new()
@@ -103,26 +65,6 @@ async fn entries(
     }
     let rows = state.store.lut_entries(&fingerprint, &setting.key()).await?;
     Ok(Json(LutTable { device: fingerprint, setting: setting.key(), entries: rows }))
-}
-
-/// One uploaded measurement; `p10_ms ≤ median_ms ≤ p90_ms`.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UploadedEntry {
-    /// A deployment setting, e.g. `batch=1,prompt=128,gen=1024`.
-    #[schemars(length(min = 1, max = api::spec::MAX_KEY_CHARS))]
-    pub setting_key: String,
-    /// The operator shape the latency was measured for.
-    #[schemars(length(min = 1, max = api::spec::MAX_KEY_CHARS), pattern(api::spec::NOT_BLANK))]
-    pub op_key: String,
-    #[schemars(range(min = 0))]
-    pub median_ms: f64,
-    #[schemars(range(min = 0))]
-    pub p10_ms: f64,
-    #[schemars(range(min = 0))]
-    pub p90_ms: f64,
-    #[schemars(range(min = 1))]
-    pub repeats: i64,
 }
 
 async fn upload(

@@ -6,30 +6,12 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use schemars::JsonSchema;
-use serde::Serialize;
 use serde_json::Value;
-
-use crate::store::Backend;
-
-/// The liveness answer.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Health {
-    #[schemars(extend("const" = "ok"))]
-    pub status: &'static str,
-}
-
-/// The readiness answer.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Ready {
-    #[schemars(extend("const" = "ready"))]
-    pub status: &'static str,
-    pub backend: Backend,
-}
 
 use super::auth::Reader;
 use super::routing::Routes;
 use super::{ApiError, AppState};
+use crate::app::views::{Health, Ready};
 
 pub fn routes() -> Routes {
     Routes::new()

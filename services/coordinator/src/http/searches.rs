@@ -5,14 +5,13 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use schemars::JsonSchema;
-use serde::Serialize;
 use serde_json::Value;
 
 use super::auth::{Admin, Reader};
 use super::routing::Routes;
 use super::{ApiError, AppState, JsonBody, Metrics, PathParam};
 use crate::app::leaderboard::{Entry, LeaderboardParams, entry, leaderboard_query, next_cursor};
+use crate::app::views::{LeaderboardPage, ParetoPoint, ParetoView, SearchView};
 use crate::clock::clock_ms;
 use crate::pareto;
 use crate::store::SearchRow;
@@ -25,26 +24,6 @@ pub fn routes() -> Routes {
         .post("/api/v1/searches/{id}/cancel", cancel)
         .get("/api/v1/searches/{id}/leaderboard", leaderboard)
         .get("/api/v1/searches/{id}/pareto", pareto_front)
-}
-
-/// A search as the API shows it.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct SearchView {
-    pub id: i64,
-    pub name: String,
-    #[schemars(extend("enum" = ["pending", "running", "completed", "cancelled", "failed"]))]
-    pub status: String,
-    /// The algorithm's `kind`.
-    #[schemars(extend("enum" = ["aging_evolution", "nsga2", "random", "sweep"]))]
-    pub algorithm: String,
-    /// Why the search failed.
-    pub error: Option<String>,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    pub progress: crate::store::SearchProgress,
-    /// The spec as stored, defaults filled in.
-    #[schemars(with = "SearchSpec")]
-    pub spec: Value,
 }
 
 async fn view(state: &AppState, row: SearchRow) -> Result<SearchView, ApiError> {
@@ -152,31 +131,6 @@ async fn cancel(
     }
     let row = get_row(&state, id).await?;
     Ok(Json(view(&state, row).await?))
-}
-
-/// One page of a leaderboard.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct LeaderboardPage {
-    pub items: Vec<Entry>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
-}
-
-/// A scored candidate in the perplexity × latency plane.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct ParetoPoint {
-    pub id: i64,
-    pub ppl: f64,
-    pub latency_ms: f64,
-    pub feasible: bool,
-}
-
-/// The Pareto front of a search and every scored point.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct ParetoView {
-    pub latency_budget_ms: Option<f64>,
-    pub front: Vec<Entry>,
-    pub points: Vec<ParetoPoint>,
 }
 
 async fn leaderboard(

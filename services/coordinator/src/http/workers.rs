@@ -12,21 +12,13 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use schemars::JsonSchema;
-use serde::Serialize;
 
 use super::auth::WorkerAuth;
 use super::routing::Routes;
 use super::{ApiError, AppState, JsonBody, Metrics, PathParam};
+use crate::app::views::TrialAck;
 use crate::clock::clock_ms;
-use crate::store::{Lease, NewDevice, TrialResult, TrialState};
-
-/// A trial's state after a result or a failure was recorded.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct TrialAck {
-    pub trial_id: i64,
-    pub state: TrialState,
-}
+use crate::store::{Lease, NewDevice, TrialResult};
 
 pub fn routes() -> Routes {
     Routes::new()

@@ -12,11 +12,10 @@ use super::params::{
     SEARCH_LINKS, op_key, setting,
 };
 use super::{Auth, Body, Operation, Param, schema};
-use crate::http::candidates::CandidateDetail;
-use crate::http::devices::{DeviceList, LutDeleted, LutStored, LutTable, UploadedEntry};
-use crate::http::ops::{Health, Ready};
-use crate::http::searches::{LeaderboardPage, ParetoView, SearchView};
-use crate::http::workers::TrialAck;
+use crate::app::views::{
+    CandidateDetail, DeviceList, Health, LeaderboardPage, LutDeleted, LutStored, LutTable, ParetoView, Ready,
+    SearchView, TrialAck, UploadedEntry,
+};
 use crate::scaling::{FitRequest, RecommendRequest, Recommendation, ScalingFit};
 
 /// Every operation the API serves.
