@@ -2,7 +2,6 @@
 //! document or CSV rows.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +14,7 @@ use serde_json::json;
 use super::profile::rows;
 use super::show::load_lut;
 use super::{StoreArgs, default_device, open, parse_stored_setting};
+use crate::service::csv_text;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -66,7 +66,6 @@ struct LutDocument {
 }
 
 const FORMAT: &str = "frontier/lut";
-
 const CSV_HEADER: &str = "device,setting,op_key,median_ms,p10_ms,p90_ms,repeats";
 
 pub(super) async fn export(args: ExportArgs) -> Result<String> {
@@ -93,23 +92,20 @@ pub(super) async fn export(args: ExportArgs) -> Result<String> {
             };
             serde_json::to_string_pretty(&doc)? + "\n"
         }
-        Format::Csv => {
-            let mut s = format!("{CSV_HEADER}\n");
-            for e in lut.entries() {
-                writeln!(
-                    s,
-                    "{},{},{},{},{},{},{}",
-                    csv_field(&device),
-                    csv_field(&setting.key()),
-                    csv_field(&e.op.to_string()),
-                    e.median_ms,
-                    e.p10_ms,
-                    e.p90_ms,
-                    e.repeats
-                )?;
-            }
-            s
-        }
+        Format::Csv => csv_text(
+            &CSV_HEADER.split(',').collect::<Vec<_>>(),
+            lut.entries().iter().map(|e| {
+                vec![
+                    device.clone(),
+                    setting.key(),
+                    e.op.to_string(),
+                    e.median_ms.to_string(),
+                    e.p10_ms.to_string(),
+                    e.p90_ms.to_string(),
+                    e.repeats.to_string(),
+                ]
+            }),
+        )?,
     };
     match args.out {
         Some(path) => {
@@ -120,54 +116,56 @@ pub(super) async fn export(args: ExportArgs) -> Result<String> {
     }
 }
 
-/// Quotes a CSV field when it holds a comma or quote (keys and settings do).
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
-}
-
-/// Splits one CSV line with quoted fields; `None` on an unterminated quote.
-fn csv_split(line: &str) -> Option<Vec<String>> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                fields.last_mut()?.push('"');
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(String::new()),
-            (c, _) => fields.last_mut()?.push(c),
-        }
-    }
-    (!quoted).then_some(fields)
-}
-
 /// A parsed import: one device, and entries per setting.
 type Imported = (String, Option<LutDocument>, BTreeMap<String, (DeploymentSetting, Vec<LutEntry>)>);
 
+/// Reads CSV rows written by `export`. Blank lines are skipped; the first other line must be the
+/// header. A row's quotes must close on its own line, as `export` writes them.
 fn parse_csv(text: &str, file: &str) -> Result<Imported> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-    match lines.next() {
-        Some((_, header)) if header.trim() == CSV_HEADER => {}
-        Some((i, _)) => bail!("{file}: line {}: header must be `{CSV_HEADER}`", i + 1),
-        None => bail!("{file}: empty file"),
-    }
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(text.as_bytes());
+    let mut record = csv::StringRecord::new();
+    let mut header_seen = false;
     let mut device: Option<String> = None;
     let mut tables: BTreeMap<String, (DeploymentSetting, Vec<LutEntry>)> = BTreeMap::new();
-    for (i, line) in lines {
-        let at = |field: &str| format!("{file}: line {}, field {field}", i + 1);
-        let fields =
-            csv_split(line).with_context(|| format!("{file}: line {}: unterminated quote", i + 1))?;
+    // Line breaks in `text[..counted]`, counted as the reader moves on, for the line numbers.
+    let (mut counted, mut breaks) = (0, 0);
+    loop {
+        let start = reader.position().byte() as usize;
+        if !reader.read_record(&mut record).with_context(|| format!("{file}: not CSV"))? {
+            break;
+        }
+        // The record's text: the reader's span less the blank lines it skipped before the record
+        // and the line break after it.
+        let span = &text[start..reader.position().byte() as usize];
+        let body = span.trim_start_matches(['\r', '\n']);
+        let body_start = start + span.len() - body.len();
+        breaks += text[counted..body_start].matches('\n').count();
+        counted = body_start;
+        let line = breaks + 1;
+        let raw = body.trim_end_matches(['\r', '\n']);
+        if raw.trim().is_empty() {
+            continue;
+        }
+        if !header_seen {
+            if raw.trim() != CSV_HEADER {
+                bail!("{file}: line {line}: header must be `{CSV_HEADER}`");
+            }
+            header_seen = true;
+            continue;
+        }
+        if raw.contains('\n') || raw.matches('"').count() % 2 == 1 {
+            bail!("{file}: line {line}: unterminated quote");
+        }
+        let at = |field: &str| format!("{file}: line {line}, field {field}");
+        let fields: Vec<&str> = record.iter().collect();
         if fields.len() != 7 {
-            bail!("{file}: line {}: expected 7 fields ({CSV_HEADER}), got {}", i + 1, fields.len());
+            bail!("{file}: line {line}: expected 7 fields ({CSV_HEADER}), got {}", fields.len());
         }
         match &device {
             Some(d) if *d != fields[0] => {
                 bail!("{}: one file holds one device; `{}` differs from `{d}`", at("device"), fields[0])
             }
-            _ => device = Some(fields[0].clone()),
+            _ => device = Some(fields[0].to_owned()),
         }
         let setting: DeploymentSetting = fields[1].parse().with_context(|| at("setting"))?;
         let op: OpShape = fields[2].parse().with_context(|| at("op_key"))?;
@@ -192,6 +190,9 @@ fn parse_csv(text: &str, file: &str) -> Result<Imported> {
                 .map_err(|_| anyhow::anyhow!("{}: `{}` is not a whole number", at("repeats"), fields[6]))?,
         };
         tables.entry(setting.key()).or_insert((setting, Vec::new())).1.push(entry);
+    }
+    if !header_seen {
+        bail!("{file}: empty file");
     }
     let device = device.with_context(|| format!("{file}: no entries"))?;
     Ok((device, None, tables))
@@ -251,4 +252,74 @@ pub(super) async fn import(args: ImportArgs) -> Result<String> {
             .await?;
     }
     Ok(format!("imported {count} entries for device `{device}` ({} settings)\n", tables.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTING: &str = "batch=1,prompt=4,gen=4,dtype=f32";
+    const OP: &str = "ffn:hidden=64,intermediate=192";
+
+    fn row(device: &str, median: &str) -> String {
+        format!("{device},\"{SETTING}\",\"{OP}\",{median},0.1,0.1,3")
+    }
+
+    fn error(text: &str) -> String {
+        format!("{:#}", parse_csv(text, "t.csv").unwrap_err())
+    }
+
+    #[test]
+    fn exported_rows_with_commas_and_quotes_read_back() {
+        let device = "cpu \"x\", 2 cores";
+        let text = csv_text(
+            &CSV_HEADER.split(',').collect::<Vec<_>>(),
+            [vec![
+                device.into(),
+                SETTING.into(),
+                OP.into(),
+                "0.25".into(),
+                "0.2".into(),
+                "0.3".into(),
+                "5".into(),
+            ]],
+        )
+        .unwrap();
+        assert_eq!(
+            text,
+            format!("{CSV_HEADER}\n\"cpu \"\"x\"\", 2 cores\",\"{SETTING}\",\"{OP}\",0.25,0.2,0.3,5\n")
+        );
+        let (got, doc, tables) = parse_csv(&text, "t.csv").unwrap();
+        assert_eq!(got, device);
+        assert!(doc.is_none());
+        let (setting, entries) = &tables[SETTING];
+        assert_eq!(setting.key(), SETTING);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].op.to_string(), OP);
+        assert_eq!(
+            (entries[0].median_ms, entries[0].p10_ms, entries[0].p90_ms, entries[0].repeats),
+            (0.25, 0.2, 0.3, 5)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_line_counting_blank_ones() {
+        let text = format!("\n{CSV_HEADER}\r\n\n{}\n   \n{}\n", row("cpu", "0.1"), row("cpu", "fast"));
+        assert!(
+            error(&text).contains("t.csv: line 6, field median_ms: `fast` is not a number"),
+            "{}",
+            error(&text)
+        );
+        let text = format!("{CSV_HEADER}\n{}\ncpu,\"{SETTING}\n{}\n", row("cpu", "0.1"), row("cpu", "0.1"));
+        assert!(error(&text).contains("t.csv: line 3: unterminated quote"), "{}", error(&text));
+        let text = format!("{CSV_HEADER}\n{}\n{}\n", row("cpu", "0.1"), row("gpu", "0.1"));
+        assert!(error(&text).contains("line 3, field device: one file holds one device"), "{}", error(&text));
+        let text = format!("{CSV_HEADER}\ncpu,{SETTING}\n");
+        assert!(error(&text).contains("line 2: expected 7 fields"), "{}", error(&text));
+        assert!(error("\n  \n").contains("t.csv: empty file"));
+        assert!(
+            error(&format!("\ndevice,setting\n{}\n", row("cpu", "0.1"))).contains("line 2: header must be")
+        );
+        assert!(error(&format!("{CSV_HEADER}\n\n")).contains("t.csv: no entries"));
+    }
 }
