@@ -53,9 +53,8 @@ use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 
 use super::chunk::{Causal, causal_decay};
-use super::contiguous;
 use super::conv::{ConvState, ShortConv};
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, contiguous};
 
 /// The `eps` under the square root of the q/k L2 normalisation.
 pub const L2_NORM_EPSILON: f64 = 1e-6;
