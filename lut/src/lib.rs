@@ -11,7 +11,8 @@
 //!   integrated over context, interpolation over width, [`Unscorable`] when entries are missing);
 //! - [`calibration`]: the fit from raw estimates to measured latency;
 //! - [`fidelity`]: Spearman, Kendall τ, MAPE and the shares within ±5 % / ±10 %;
-//! - [`row`]: a row as stored or uploaded (text keys, numbers), checked and parsed into an entry.
+//! - [`row`]: a row as stored or uploaded (text keys, numbers), checked and parsed into an entry;
+//!   [`table_from_rows`], the table of a device's stored rows.
 //!
 //! # Runtime model
 //! Pure: no IO, no async, no database. The coordinator stores entries under the canonical key
@@ -25,7 +26,7 @@ pub mod table;
 
 pub use calibration::{Calibration, CalibrationError, CalibrationSample, GROUPS, RawCost};
 pub use fidelity::{Fidelity, fidelity};
-pub use row::{RawRow, RowError, parse_row};
+pub use row::{RawRow, RowError, parse_row, table_from_rows};
 pub use shape::{OpShape, ShapeError, shapes_for};
 pub use table::{Breakdown, Estimate, Lut, LutEntry, LutKey, Unscorable};
 

@@ -5,8 +5,9 @@
 //! fails it, and a stored row that fails it (written before these checks existed) is left out of
 //! the table instead of breaking it.
 
+use crate::calibration::Calibration;
 use crate::shape::OpShape;
-use crate::table::LutEntry;
+use crate::table::{Lut, LutEntry};
 use crate::{DeploymentSetting, SettingError};
 
 /// Longest setting or operator key, in characters.
@@ -94,6 +95,33 @@ pub fn parse_row(row: &RawRow<'_>) -> Result<(DeploymentSetting, LutEntry), RowE
     Ok((setting, LutEntry { op, median_ms: row.median_ms, p10_ms: row.p10_ms, p90_ms: row.p90_ms, repeats }))
 }
 
+/// Builds the in-memory table of `device` under `setting` from stored rows, each checked by
+/// [`parse_row`] exactly as an upload is, with `calibration` applied when given. A row that fails
+/// (stored before uploads were checked) is left out of the table and returned with its error,
+/// for the caller to report, so one bad row can never fail a search; it stays in the store until
+/// an admin deletes it.
+pub fn table_from_rows<'a>(
+    device: &str,
+    setting: &DeploymentSetting,
+    rows: impl IntoIterator<Item = RawRow<'a>>,
+    calibration: Option<Calibration>,
+) -> (Lut, Vec<(RawRow<'a>, RowError)>) {
+    let mut entries = Vec::new();
+    let mut skipped = Vec::new();
+    for row in rows {
+        match parse_row(&row) {
+            Ok((_, entry)) => entries.push(entry),
+            Err(e) => skipped.push((row, e)),
+        }
+    }
+    let table = Lut::from_entries(device, *setting, entries);
+    let table = match calibration {
+        Some(c) => table.with_calibration(c),
+        None => table,
+    };
+    (table, skipped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +165,19 @@ mod tests {
         assert_eq!(field(RawRow { p90_ms: 0.05, ..ok }), "p90_ms");
         assert_eq!(field(RawRow { repeats: 0, ..ok }), "repeats");
         assert_eq!(field(RawRow { repeats: i64::MAX, ..ok }), "repeats");
+    }
+
+    #[test]
+    fn a_table_from_rows_leaves_out_and_returns_the_rows_that_fail() {
+        let ok = row("ffn:hidden=128,intermediate=384");
+        let bad = RawRow { median_ms: f64::NAN, ..row("ffn:hidden=256,intermediate=768") };
+        let setting: DeploymentSetting = ok.setting_key.parse().unwrap();
+        let (table, skipped) = table_from_rows("cpu", &setting, [ok, bad], None);
+        assert_eq!(table.device(), "cpu");
+        assert_eq!(table.entries(), [parse_row(&ok).unwrap().1]);
+        assert!(table.calibration().is_none());
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].0.op_key, bad.op_key);
+        assert_eq!(skipped[0].1.field, "median_ms");
     }
 }

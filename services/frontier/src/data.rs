@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use worker::data::shardset::{DEFAULT_SHARD_TOKENS, Manifest, PrepareProgress};
-use worker::data::{PrepareConfig, ShardSet, TokenizerSpec, TrainBatches, prepare_shards};
+use worker::data::{PrepareConfig, ShardSet, TrainBatches, prepare_shards};
+
+use crate::train::tokenizer_spec;
 
 #[derive(Debug, Subcommand)]
 pub enum DataCommand {
@@ -181,11 +183,9 @@ fn prepare(args: PrepareArgs) -> Result<String> {
     if !(0.0..1.0).contains(&args.val_fraction) {
         bail!("--val-fraction must be in [0, 1), got {}", args.val_fraction);
     }
-    let choice = api::proxy::TokenizerChoice::from_cli(&args.tokenizer)
-        .map_err(|e| anyhow::anyhow!("--tokenizer: {e}"))?;
     let config = PrepareConfig {
         corpus: args.corpus.clone(),
-        tokenizer: TokenizerSpec::from_choice(choice, None),
+        tokenizer: tokenizer_spec(&args.tokenizer)?,
         validation_fraction: args.val_fraction,
         shard_tokens: args.shard_tokens,
         out: args.out.clone(),

@@ -387,7 +387,7 @@ pub fn leaderboard(args: LeaderboardArgs) -> Result<String> {
     let items = page["items"].as_array().cloned().unwrap_or_default();
     Ok(match args.format.as_str() {
         "json" => format!("{}\n", serde_json::to_string_pretty(&items)?),
-        "csv" => leaderboard_csv(&items),
+        "csv" => leaderboard_csv(&items)?,
         _ => leaderboard_table(&items),
     })
 }
@@ -424,20 +424,8 @@ fn cell(v: &Value) -> String {
     }
 }
 
-pub fn leaderboard_csv(items: &[Value]) -> String {
-    let mut out = COLUMNS.join(",") + "\n";
-    for it in items {
-        let row: Vec<String> = COLUMNS
-            .iter()
-            .map(|c| {
-                let s = cell(&it[*c]);
-                if s.contains(',') || s.contains('"') { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
-            })
-            .collect();
-        out.push_str(&row.join(","));
-        out.push('\n');
-    }
-    out
+pub fn leaderboard_csv(items: &[Value]) -> Result<String> {
+    csv_text(&COLUMNS, items.iter().map(|it| COLUMNS.iter().map(|c| cell(&it[*c])).collect()))
 }
 
 pub fn leaderboard_table(items: &[Value]) -> String {
@@ -448,6 +436,18 @@ pub fn leaderboard_table(items: &[Value]) -> String {
         out.push_str("(no scored candidates yet)\n");
     }
     out
+}
+
+/// CSV text: the header line, then one line per row; a field is quoted when it holds a comma, a
+/// quote or a line break.
+pub fn csv_text(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> Result<String> {
+    let mut out = csv::Writer::from_writer(Vec::new());
+    out.write_record(header)?;
+    for row in rows {
+        out.write_record(&row)?;
+    }
+    let bytes = out.into_inner().map_err(|e| anyhow::anyhow!("cannot write CSV: {}", e.error()))?;
+    Ok(String::from_utf8(bytes)?)
 }
 
 /// Left-aligned columns two spaces apart, the header first.
@@ -510,4 +510,23 @@ pub fn write_export(doc: &Value, format: &str, dir: &Path) -> Result<String> {
     std::fs::write(&file, serde_json::to_string_pretty(doc)? + "\n")
         .with_context(|| format!("cannot write {}", file.display()))?;
     Ok(format!("wrote {}\n", file.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaderboard_csv_has_a_header_and_quotes_only_cells_that_need_it() {
+        let items = [serde_json::json!({
+            "id": 3, "ppl": 12.5, "params": 1000, "status": "scored", "pattern": "A,F \"x\"",
+            "accuracy": { "copy": 0.5 }
+        })];
+        assert_eq!(
+            leaderboard_csv(&items).unwrap(),
+            "id,ppl,est_latency_ms,params,memory_bytes,hidden_size,rung,feasible,status,pattern,accuracy\n\
+             3,12.500,-,1000,-,-,-,-,scored,\"A,F \"\"x\"\"\",copy=0.50\n"
+        );
+        assert_eq!(leaderboard_csv(&[]).unwrap(), COLUMNS.join(",") + "\n");
+    }
 }

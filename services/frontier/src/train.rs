@@ -128,7 +128,9 @@ pub struct DecodeArgs {
     json: bool,
 }
 
-fn tokenizer_spec(s: &str) -> Result<TokenizerSpec> {
+/// A `--tokenizer` value (`bytes`, `bpe:N`, `file:PATH` or a `.json` path), read by the one
+/// parser of tokenizer strings ([`api::proxy::TokenizerChoice::from_cli`]).
+pub(crate) fn tokenizer_spec(s: &str) -> Result<TokenizerSpec> {
     let choice = api::proxy::TokenizerChoice::from_cli(s).map_err(|e| anyhow::anyhow!("--tokenizer: {e}"))?;
     Ok(TokenizerSpec::from_choice(choice, None))
 }

@@ -13,10 +13,10 @@ use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 
+use super::Causal;
 use super::cpu::{self, ConvShape, GateOrder, NormShape};
 use super::flex::{conv_shape, dense, from_values, is_f32, norm_shape, values};
 use super::{Kernels, composed};
-use crate::model::chunk::Causal;
 
 /// An autodiff tensor over flex, whatever the checkpointing strategy.
 type Primitive = <Autodiff<Flex> as burn::tensor::backend::BackendTypes>::FloatTensorPrimitive;

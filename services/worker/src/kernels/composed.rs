@@ -6,8 +6,7 @@ use burn::prelude::*;
 use burn::tensor::activation::silu;
 
 use super::GateOrder;
-use crate::model::chunk::Causal;
-use crate::model::contiguous;
+use super::{Causal, contiguous};
 
 /// [`Kernels::short_conv`](super::Kernels::short_conv) as a sum of `K` shifted, weighted
 /// copies of the input: for kernel 4 much cheaper than a general convolution.

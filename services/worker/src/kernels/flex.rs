@@ -6,9 +6,9 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use burn::tensor::{DType, TensorData, TensorPrimitive};
 
+use super::Causal;
 use super::cpu::{self, ConvShape, GateOrder, NormShape};
 use super::{Kernels, composed};
-use crate::model::chunk::Causal;
 
 /// The tensor's memory in row-major order, copied only when it is a strided view.
 pub(super) fn dense(t: FlexTensor) -> FlexTensor {

@@ -1,6 +1,6 @@
 //! Fused kernels for the elementwise-heavy pieces of the models: the short causal convolution
-//! with its SiLU, the gated RMSNorm, the within-chunk decay matrix of the chunked scans, and the
-//! SwiGLU activation of the FFN.
+//! with its SiLU, the gated RMSNorm, the within-chunk decay matrix of the chunked scans (with the
+//! causal masks of their chunks, [`Causal`]), and the SwiGLU activation of the FFN.
 //!
 //! Written with burn's tensor operations, each of these is a chain of full-size passes over
 //! memory, and under autodiff every pass also stores its inputs and has its own backward. On
@@ -18,6 +18,7 @@
 //!
 //! Tests check the fused forms and their gradients against the composed forms.
 
+mod causal;
 pub mod composed;
 pub mod cpu;
 
@@ -27,9 +28,21 @@ mod flex;
 use burn::prelude::*;
 use burn::tensor::backend::AutodiffBackend;
 
+pub use causal::Causal;
 pub use cpu::GateOrder;
 
-use crate::model::chunk::Causal;
+/// `x` copied into row-major order when it is a strided view (a slice, a narrowed or
+/// transposed tensor), and `x` itself when it already is row-major: reshaping through one
+/// dimension copies only when the layout needs it.
+///
+/// On the flex CPU backend an elementwise operation whose operand is a strided view walks it
+/// element by element, about ten times slower than on contiguous memory, and autodiff saves
+/// such operands for the backward pass, where every product with them pays again. A view
+/// used by more than one such operation is worth one copy.
+pub(crate) fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let dims = x.dims();
+    x.reshape([dims.iter().product::<usize>()]).reshape(dims)
+}
 
 /// A backend the models run on: burn's [`Backend`] plus the fused kernels.
 pub trait Kernels: Backend {
@@ -74,8 +87,8 @@ pub trait Kernels: Backend {
     }
 
     /// The within-chunk decay matrix `exp(G_i − G_j)` inside the `causal` triangle and 0
-    /// outside, from the cumulative log decays `G` of each chunk (see
-    /// [`causal_decay`](crate::model::chunk::causal_decay)).
+    /// outside, from the cumulative log decays `G` of each chunk (the models call it through
+    /// `model::chunk::causal_decay`).
     ///
     /// # Shapes
     /// - `cum`: `[m, l]` → `[m, l, l]`

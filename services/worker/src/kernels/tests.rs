@@ -2,9 +2,9 @@
 
 use burn::tensor::Distribution;
 
+use super::Causal;
 use super::*;
 use crate::backend::{Cpu, CpuAutodiff};
-use crate::model::chunk::Causal;
 
 type A = CpuAutodiff;
 

@@ -1,62 +1,11 @@
-//! Pieces the chunked training forms of Mamba2 (SSD), DeltaNet and Gated DeltaNet share: causal
-//! masks and the within-chunk decay matrix, written so that every full-size (`L × L` per chunk)
-//! operation takes the flex CPU backend's fast paths.
-//!
-//! On that backend an elementwise operation is fast when both operands are contiguous, or when
-//! the right-hand one is broadcast either as one row shared by every outer position or as one
-//! scalar per row; anything else (a broadcast along a middle dimension, a transposed view, a
-//! repeated boolean mask) walks the tensor element by element, about ten times slower. The
-//! masks here are therefore float rows of `L²` entries, applied to matrices flattened to
-//! `[m, L²]`.
+//! Pieces the chunked training forms of Mamba2 (SSD), DeltaNet and Gated DeltaNet share: the
+//! causal masks ([`Causal`], defined beside the kernels that apply them) and the within-chunk
+//! decay matrix, a [`Kernels`] operation.
 
 use burn::prelude::*;
-use burn::tensor::Bool;
 
+pub use crate::kernels::Causal;
 use crate::kernels::Kernels;
-
-/// Added to a log decay to make its `exp` exactly zero: far below any real log decay, and
-/// finite, so no `inf` or `NaN` appears in the forward or the backward pass.
-const MASKED: f32 = -1.0e30;
-
-/// Which entries of an `L × L` chunk matrix a mask keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Causal {
-    /// `j ≤ i`: the diagonal and below.
-    Inclusive,
-    /// `j < i`: strictly below the diagonal.
-    Strict,
-}
-
-impl Causal {
-    /// `true` where `(i, j)` is outside the kept triangle, `[l, l]`.
-    fn outside<B: Backend>(self, l: usize, device: &B::Device) -> Tensor<B, 2, Bool> {
-        // `tril_mask(offset)` is true where `j > i + offset`.
-        match self {
-            Causal::Inclusive => Tensor::tril_mask([l, l], 0, device),
-            Causal::Strict => Tensor::tril_mask([l, l], -1, device),
-        }
-    }
-
-    /// 1 inside the triangle and 0 outside, as one shared row `[1, L²]`.
-    fn keep_row<B: Backend>(self, l: usize, device: &B::Device) -> Tensor<B, 2> {
-        self.outside::<B>(l, device).bool_not().float().reshape([1, l * l])
-    }
-
-    /// 0 inside the triangle and a huge negative number outside, as one shared row `[1, L²]`.
-    pub(crate) fn log_keep_row<B: Backend>(self, l: usize, device: &B::Device) -> Tensor<B, 2> {
-        self.outside::<B>(l, device).float().mul_scalar(MASKED).reshape([1, l * l])
-    }
-
-    /// `x` with the entries outside the triangle set to zero.
-    ///
-    /// # Shapes
-    /// - `x`: `[m, l, l]` → `[m, l, l]`
-    pub fn apply<B: Backend>(self, x: Tensor<B, 3>) -> Tensor<B, 3> {
-        let [m, l, _] = x.dims();
-        let keep = self.keep_row::<B>(l, &x.device());
-        (x.reshape([m, l * l]) * keep).reshape([m, l, l])
-    }
-}
 
 /// The within-chunk decay matrix `Γ[i, j] = exp(G_i − G_j)` inside the `causal` triangle and 0
 /// outside it, from the cumulative log decays `G` of each chunk (non-increasing along the
@@ -142,19 +91,6 @@ mod tests {
                 assert!(got.is_finite(), "({r}, {k}): {got}");
                 assert!((got - want).abs() <= 1e-5 * want.abs().max(1.0), "({r}, {k}): {got} vs {want}");
             }
-        }
-    }
-
-    #[test]
-    fn apply_keeps_the_chosen_triangle() {
-        let device = Default::default();
-        let x = Tensor::<Cpu, 3>::ones([2, 4, 4], &device);
-        let inclusive = values(Causal::Inclusive.apply(x.clone()));
-        let strict = values(Causal::Strict.apply(x));
-        for (n, (a, b)) in inclusive.iter().zip(&strict).enumerate() {
-            let (i, j) = ((n / 4) % 4, n % 4);
-            assert_eq!(*a, if j <= i { 1.0 } else { 0.0 });
-            assert_eq!(*b, if j < i { 1.0 } else { 0.0 });
         }
     }
 }

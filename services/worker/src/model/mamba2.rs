@@ -27,7 +27,7 @@
 //! [`Mamba2::forward_with_state`] runs the chunked form from a state and returns the next one,
 //! so a prompt can be prefilled in one call and then decoded token by token.
 
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, contiguous};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -35,7 +35,6 @@ use burn::tensor::Distribution;
 use burn::tensor::activation::silu;
 use search_space::ops::Mamba2Spec;
 
-use super::contiguous;
 use super::conv::{ConvState, ShortConv, ShortConvConfig};
 use super::delta_rule::Scan;
 use super::init::linear;

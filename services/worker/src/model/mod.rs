@@ -24,18 +24,3 @@ pub mod norm;
 pub mod param_groups;
 pub mod ssd;
 pub mod weight_norm;
-
-use burn::prelude::{Backend, Tensor};
-
-/// `x` copied into row-major order when it is a strided view (a slice, a narrowed or
-/// transposed tensor), and `x` itself when it already is row-major: reshaping through one
-/// dimension copies only when the layout needs it.
-///
-/// On the flex CPU backend an elementwise operation whose operand is a strided view walks it
-/// element by element, about ten times slower than on contiguous memory, and autodiff saves
-/// such operands for the backward pass, where every product with them pays again. A view
-/// used by more than one such operation is worth one copy.
-pub(crate) fn contiguous<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    let dims = x.dims();
-    x.reshape([dims.iter().product::<usize>()]).reshape(dims)
-}
