@@ -118,8 +118,8 @@ pub struct SearchSpec {
     pub seed: u64,
 }
 
-/// A small spec that validates, shown in the API document.
-fn example_spec() -> serde_json::Value {
+/// A small spec that validates, shown in the API document (and the API tests' starting point).
+pub fn example_spec() -> serde_json::Value {
     serde_json::json!({
         "name": "example",
         "model": "tiny",

@@ -102,32 +102,17 @@ pub fn table_from_rows(
     rows: &[crate::store::LutEntryRow],
     calibration: Option<lut::Calibration>,
 ) -> lut::Lut {
-    let mut entries = Vec::with_capacity(rows.len());
-    for r in rows {
-        let raw = lut::RawRow {
-            setting_key: &r.setting_key,
-            op_key: &r.op_key,
-            median_ms: r.median_ms,
-            p10_ms: r.p10_ms,
-            p90_ms: r.p90_ms,
-            repeats: r.repeats,
-        };
-        match lut::parse_row(&raw) {
-            Ok((_, entry)) => entries.push(entry),
-            // Debug formatting escapes the keys: a newline in one cannot forge a log line.
-            Err(e) => tracing::warn!(
-                device = ?device,
-                setting = ?r.setting_key,
-                op = ?r.op_key,
-                problem = %e,
-                "skipping a stored latency entry that does not parse; \
-                 DELETE /api/v1/devices/{{fingerprint}}/lut removes it"
-            ),
-        }
+    let (table, skipped) = lut::table_from_rows(device, setting, rows.iter().map(|r| r.raw()), calibration);
+    for (r, problem) in skipped {
+        // Debug formatting escapes the keys: a newline in one cannot forge a log line.
+        tracing::warn!(
+            device = ?device,
+            setting = ?r.setting_key,
+            op = ?r.op_key,
+            problem = %problem,
+            "skipping a stored latency entry that does not parse; \
+             DELETE /api/v1/devices/{{fingerprint}}/lut removes it"
+        );
     }
-    let table = lut::Lut::from_entries(device, *setting, entries);
-    match calibration {
-        Some(c) => table.with_calibration(c),
-        None => table,
-    }
+    table
 }

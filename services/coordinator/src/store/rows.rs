@@ -113,6 +113,20 @@ pub struct LutEntryRow {
     pub created_at_ms: i64,
 }
 
+impl LutEntryRow {
+    /// The row as [`lut::parse_row`] reads it.
+    pub fn raw(&self) -> lut::RawRow<'_> {
+        lut::RawRow {
+            setting_key: &self.setting_key,
+            op_key: &self.op_key,
+            median_ms: self.median_ms,
+            p10_ms: self.p10_ms,
+            p90_ms: self.p90_ms,
+            repeats: self.repeats,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SearchRow {
     pub id: i64,

@@ -65,24 +65,11 @@ pub async fn post(router: &Router, uri: &str, token: &str, body: &Value) -> (Sta
 
 /// A small valid spec: tiny byte-level models, a 3-stage space of at most 6 operators.
 pub fn spec(algorithm: Value) -> Value {
-    json!({
-        "name": "api-test",
-        "model": "tiny",
-        "space": {
-            "mixers": ["attention", "mamba2", "deltanet"],
-            "ratios": ["0:1", "1:1"],
-            "ffns_per_mixer": [0, 1],
-            "stages": 3,
-            "min_blocks_per_stage": 1,
-            "max_blocks_per_stage": 2,
-            "max_operators": 6,
-            "hidden_sizes": [64, 128]
-        },
-        "target": { "setting": "batch=1,prompt=16,gen=32" },
-        "proxy": { "tokens": 4096, "seq_len": 32, "batch_size": 4, "corpus": "corpus.txt" },
-        "algorithm": algorithm,
-        "seed": 3
-    })
+    let mut spec = api::spec::example_spec();
+    spec["name"] = json!("api-test");
+    spec["proxy"]["corpus"] = json!("corpus.txt");
+    spec["algorithm"] = algorithm;
+    spec
 }
 
 pub fn aging(population: u32, per_cycle: u32, cycles: u32) -> Value {

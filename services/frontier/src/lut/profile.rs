@@ -80,18 +80,7 @@ pub(super) async fn profile_into(
 }
 
 pub(super) fn rows(device: &str, setting: &DeploymentSetting, entries: &[LutEntry]) -> Vec<NewLutEntry> {
-    entries
-        .iter()
-        .map(|e| NewLutEntry {
-            device: device.to_owned(),
-            setting_key: setting.key(),
-            op_key: e.op.to_string(),
-            median_ms: e.median_ms,
-            p10_ms: e.p10_ms,
-            p90_ms: e.p90_ms,
-            repeats: i64::from(e.repeats),
-        })
-        .collect()
+    NewLutEntry::rows(device, setting, entries)
 }
 
 pub(super) async fn profile_cmd(args: ProfileArgs) -> Result<String> {

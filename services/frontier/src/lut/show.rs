@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use coordinator::Store;
-use lut::{Calibration, DeploymentSetting, GROUPS, Lut, RawRow};
+use lut::{Calibration, DeploymentSetting, GROUPS, Lut};
 
 use super::{StoreArgs, default_device, open, parse_stored_setting};
 
@@ -31,22 +31,7 @@ pub(super) async fn load_lut(store: &Store, device: &str, setting: &DeploymentSe
         ),
         None => None,
     };
-    let rows = rows.iter().map(|r| RawRow {
-        setting_key: &r.setting_key,
-        op_key: &r.op_key,
-        median_ms: r.median_ms,
-        p10_ms: r.p10_ms,
-        p90_ms: r.p90_ms,
-        repeats: r.repeats,
-    });
-    // A stored row that does not parse is left out, with a warning (the keys Debug-escaped: a
-    // newline in one cannot forge a log line).
-    let (table, skipped) = lut::table_from_rows(device, setting, rows, calibration);
-    for (r, problem) in skipped {
-        tracing::warn!(device = ?device, setting = ?r.setting_key, op = ?r.op_key, problem = %problem,
-            "skipping a stored latency entry that does not parse; DELETE /api/v1/devices/{{fingerprint}}/lut removes it");
-    }
-    Ok(table)
+    Ok(coordinator::latency::table_from_rows(device, setting, &rows, calibration))
 }
 
 pub(super) async fn show(args: ShowArgs) -> Result<String> {
