@@ -262,7 +262,7 @@ pub fn decode_bench(args: DecodeArgs) -> Result<String> {
         warmup: args.warmup,
         repeats: args.repeats,
     };
-    if args.model.device.len() > 1 {
+    if args.model.device.count() > 1 {
         let first = DeviceSet::from(args.model.device.primary());
         bail!(
             "--device {}: decode is measured on one device; name one, e.g. --device {first}",

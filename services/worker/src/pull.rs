@@ -585,7 +585,7 @@ pub fn run_job(
     let config = TrainConfig { checkpoint: checkpointing, ..train_config(job) };
     let mut curve: Vec<(u64, f64)> = Vec::new();
     let devices = device.usable_for(config.batch_size, config.micro_batch);
-    if devices.len() < device.len() {
+    if devices.count() < device.count() {
         tracing::warn!(
             batch = config.batch_size,
             micro_batch = ?config.micro_batch,

@@ -63,16 +63,12 @@ impl DeviceSet {
         }
     }
 
-    /// How many devices a run spreads over.
-    pub fn len(&self) -> usize {
+    /// How many devices a run spreads over (at least one: a set is never empty).
+    pub fn count(&self) -> usize {
         match self {
             DeviceSet::Cpu => 1,
             DeviceSet::Cuda(indices) => indices.len(),
         }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// The most of these devices (in order) over which a batch of `batch_size` rows, in
@@ -438,7 +434,7 @@ mod tests {
         let set: DeviceSet = "cuda:2,0,1".parse().unwrap();
         assert_eq!(set, DeviceSet::Cuda(vec![2, 0, 1]));
         assert_eq!(
-            (set.len(), set.primary(), set.to_string()),
+            (set.count(), set.primary(), set.to_string()),
             (3, DeviceChoice::Cuda(2), "cuda:2,0,1".into())
         );
         assert_eq!("cuda".parse::<DeviceSet>().unwrap(), DeviceSet::Cuda(vec![0]));

@@ -402,22 +402,21 @@ impl<'a, B: TrainingBackend> Trainer<'a, B> {
     /// so every replica sends every parameter's gradient to the all-reduce.
     fn weighted_gradients(
         &self,
-        part: &Batch,
+        batch: &Batch,
         total: usize,
         skip_empty: bool,
     ) -> (f64, Option<GradientsParams>) {
-        let batch = part;
         let micro = self.config.micro_batch.unwrap_or(batch.rows).clamp(1, batch.rows.max(1));
         let total = total.max(1) as f64;
         let mut accumulator = GradientsAccumulator::<HybridLm<B>>::new();
         let mut loss_sum = 0.0;
         for start in (0..batch.rows).step_by(micro) {
-            let part = batch.rows(start..(start + micro).min(batch.rows));
-            let weight = scored_targets(&part) as f64 / total;
+            let micro_batch = batch.rows(start..(start + micro).min(batch.rows));
+            let weight = scored_targets(&micro_batch) as f64 / total;
             if weight == 0.0 && skip_empty {
                 continue;
             }
-            let loss = loss_of(&self.model, &part, &self.device).mul_scalar(weight);
+            let loss = loss_of(&self.model, &micro_batch, &self.device).mul_scalar(weight);
             let value = loss.clone().into_scalar().elem::<f64>();
             if !value.is_finite() {
                 return (value, None);
