@@ -295,6 +295,65 @@ impl SearchSpace {
         })
     }
 
+    /// Every genome of the space, in a fixed order (stage by stage: ratio, FFNs per mixer, the
+    /// mixers in order, blocks), or an error naming the count when there are more than `limit`.
+    ///
+    /// Each genome is listed once; two genomes may still expand to the same model (e.g. `A` then
+    /// `M2·D` and `A·M2` then `D`), which callers deduplicate by the model's canonical hash. A
+    /// genome over the operator cap is left out, not trimmed: trimming yields a genome that is
+    /// listed anyway.
+    pub fn enumerate(&self, limit: usize) -> Result<Vec<Genome>, ValidationErrors> {
+        self.validate()?;
+        let mut stage_options: Vec<Stage> = Vec::new();
+        for (ratio, ffns_per_mixer) in self.block_shapes() {
+            let mixer_lists: Vec<Vec<MixerKind>> = if ratio.kinds() == 1 {
+                self.mixers.iter().map(|m| vec![*m]).collect()
+            } else {
+                let mut pairs = Vec::new();
+                for a in &self.mixers {
+                    for b in self.mixers.iter().filter(|b| *b != a) {
+                        pairs.push(vec![*a, *b]);
+                    }
+                }
+                pairs
+            };
+            for mixers in mixer_lists {
+                for blocks in self.min_blocks_per_stage..=self.max_blocks_per_stage {
+                    let block = BlockType { mixers: mixers.clone(), ratio, ffns_per_mixer };
+                    stage_options.push(Stage { block, blocks });
+                }
+            }
+        }
+        let total = (stage_options.len() as u128).checked_pow(self.stages).unwrap_or(u128::MAX);
+        if total > limit as u128 {
+            return Err(ValidationErrors::single(
+                "stages",
+                format!("the space has {total} stage combinations, more than the limit of {limit}"),
+            ));
+        }
+        let mut out = Vec::new();
+        let mut index = vec![0usize; self.stages as usize];
+        loop {
+            let genome = Genome { stages: index.iter().map(|&i| stage_options[i].clone()).collect() };
+            if self.contains(&genome).is_ok() {
+                out.push(genome);
+            }
+            // The next combination, the last stage fastest.
+            let mut pos = index.len();
+            loop {
+                if pos == 0 {
+                    return Ok(out);
+                }
+                pos -= 1;
+                index[pos] += 1;
+                if index[pos] < stage_options.len() {
+                    break;
+                }
+                index[pos] = 0;
+            }
+        }
+    }
+
     /// Every (ratio, FFNs per mixer) pair a block of this space can have.
     fn block_shapes(&self) -> Vec<(MixerRatio, u8)> {
         let ratios = self.ratios.iter().copied().filter(|r| r.kinds() <= self.mixers.len());

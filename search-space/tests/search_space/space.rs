@@ -192,3 +192,35 @@ fn sampling_finds_the_few_genomes_of_a_tight_space() {
         assert_eq!(g.operator_count(), 8, "only one-mixer, FFN-free blocks fit: {g:?}");
     }
 }
+
+#[test]
+fn enumeration_lists_every_genome_of_a_small_space_once_and_every_sample_is_in_it() {
+    let space = SearchSpace {
+        mixers: vec![A, M2, D],
+        ratios: vec![MixerRatio::R0to1, MixerRatio::R1to1],
+        ffns_per_mixer: vec![0, 1],
+        stages: 2,
+        min_blocks_per_stage: 1,
+        max_blocks_per_stage: 2,
+        max_operators: 30,
+        hidden_sizes: vec![64],
+    };
+    // Per stage: (3 single mixers + 6 ordered pairs) × 2 FFN counts × 2 block counts = 36.
+    let all = space.enumerate(10_000).unwrap();
+    assert_eq!(all.len(), 36 * 36);
+    let distinct: std::collections::HashSet<&Genome> = all.iter().collect();
+    assert_eq!(distinct.len(), all.len(), "a genome is listed twice");
+    assert!(all.iter().all(|g| space.contains(g).is_ok()));
+    let mut r = rng(7);
+    for _ in 0..200 {
+        let g = space.sample(&mut r).unwrap();
+        assert!(distinct.contains(&g), "sampled {g:?} is not enumerated");
+    }
+    // The cap leaves genomes out rather than trimming them into duplicates.
+    let capped = SearchSpace { max_operators: 6, ..space.clone() };
+    let some = capped.enumerate(10_000).unwrap();
+    assert!(some.len() < all.len() && some.iter().all(|g| g.operator_count() <= 6));
+    // Too many to list is an error that names the count.
+    let err = space.enumerate(1000).unwrap_err().to_string();
+    assert!(err.contains("1296") && err.contains("1000"), "{err}");
+}
