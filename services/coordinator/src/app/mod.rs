@@ -8,6 +8,7 @@ pub mod access;
 pub mod candidates;
 pub mod error;
 pub mod leaderboard;
+pub mod rungs;
 pub mod scaling;
 pub mod views;
 
@@ -75,6 +76,8 @@ pub struct ApiConfig {
     /// attempts are answered 429 until the window has passed.
     pub max_failed_sign_ins: u32,
     pub sign_in_window: Duration,
+    /// The folder of tabular benchmarks `table:NAME` searches are answered from.
+    pub table_dir: Option<std::path::PathBuf>,
 }
 
 impl ApiConfig {
@@ -95,6 +98,7 @@ impl ApiConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             max_failed_sign_ins: 5,
             sign_in_window: Duration::from_secs(300),
+            table_dir: None,
         }
     }
 
@@ -143,7 +147,7 @@ pub struct AppState {
 impl AppState {
     pub fn new(store: Store, config: ApiConfig) -> Self {
         Self {
-            driver: SearchDriver::new(store.clone()),
+            driver: SearchDriver::new(store.clone()).with_tables(config.table_dir.clone()),
             store,
             metrics: Arc::new(Metrics::default()),
             work_queued: Arc::new(Notify::new()),

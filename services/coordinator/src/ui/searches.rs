@@ -466,6 +466,34 @@ struct SearchPage {
     table: Table,
     /// A sweep's scaling-law fits, newest first; `None` for the other algorithms.
     fits: Option<Vec<FitLink>>,
+    /// Rank agreement between consecutive halving rungs (empty without halving results).
+    rungs: Vec<RungRow>,
+}
+
+/// One line of the rung-agreement table, formatted.
+struct RungRow {
+    rungs: String,
+    tokens: String,
+    n: usize,
+    spearman: String,
+    kendall: String,
+}
+
+impl RungRow {
+    fn of(a: &crate::app::rungs::RungAgreement) -> Self {
+        let with_interval = |v: Option<f64>, lo: Option<f64>, hi: Option<f64>| match (v, lo, hi) {
+            (Some(v), Some(lo), Some(hi)) => format!("{v:.3} [{lo:.3}, {hi:.3}]"),
+            (Some(v), _, _) => format!("{v:.3}"),
+            _ => "—".to_owned(),
+        };
+        Self {
+            rungs: format!("{} → {}", a.from_rung, a.to_rung),
+            tokens: format!("{} → {}", a.from_tokens, a.to_tokens),
+            n: a.n,
+            spearman: with_interval(a.spearman, a.spearman_low, a.spearman_high),
+            kendall: with_interval(a.kendall_tau, a.kendall_low, a.kendall_high),
+        }
+    }
 }
 
 pub async fn show(
@@ -533,6 +561,8 @@ pub async fn show(
     } else {
         None
     };
+    let trials = state.store.search_trials(id).await?;
+    let rungs = crate::app::rungs::rung_agreement(id, &trials).iter().map(RungRow::of).collect();
     let refresh_secs = if s.active { refresh_secs(&state) } else { 0 };
     Ok(render_html(&SearchPage {
         title: format!("Search {} · {}", s.id, s.name),
@@ -543,6 +573,7 @@ pub async fn show(
         by_time,
         table,
         fits,
+        rungs,
     }))
 }
 
