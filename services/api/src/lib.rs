@@ -16,5 +16,5 @@ pub mod spec;
 pub mod wire;
 
 pub use accuracy::AccuracyGoals;
-pub use spec::{Algorithm, Halving, ProxyBudget, SearchSpec, SeedDesign, Target, WidthMode};
+pub use spec::{Algorithm, Halving, ProxyBudget, RelativeBudget, SearchSpec, SeedDesign, Target, WidthMode};
 pub use wire::*;

@@ -25,6 +25,9 @@ pub const BYTE_VOCAB: u32 = 256;
 
 /// The prefix of a corpus that names a prepared shard set (`frontier data prepare`).
 pub const SHARDS_PREFIX: &str = "shards:";
+/// A proxy corpus answered from a tabular benchmark instead of training: `table:NAME`, a table
+/// file `NAME.json.gz` in the coordinator's table folder (`frontier serve --table-dir`).
+pub const TABLE_PREFIX: &str = "table:";
 
 /// The prefix of a tokenizer that names a tokenizer file.
 pub const FILE_PREFIX: &str = "file:";
@@ -227,7 +230,7 @@ pub fn data_path_problem(path: &str) -> Option<String> {
 }
 
 /// At most 60 characters of a value, for messages.
-fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     let mut out: String = s.chars().take(60).collect();
     if s.chars().nth(60).is_some() {
         out.push('…');
@@ -311,6 +314,8 @@ pub enum CorpusRef {
     Shards(String),
     /// A text file, JSONL file or folder under the data folder.
     Path(String),
+    /// A tabular benchmark the coordinator answers trials from, by name.
+    Table(String),
 }
 
 impl FromStr for CorpusRef {
@@ -319,6 +324,20 @@ impl FromStr for CorpusRef {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if let Some(tasks) = s.strip_prefix(SYNTHETIC_PREFIX) {
             return Ok(CorpusRef::Synthetic(tasks.to_owned()));
+        }
+        if let Some(name) = s.strip_prefix(TABLE_PREFIX) {
+            let plain = !name.is_empty()
+                && name.len() <= 100
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                && !name.starts_with('.');
+            return if plain {
+                Ok(CorpusRef::Table(name.to_owned()))
+            } else {
+                Err(format!(
+                    "table name `{}` must be 1–100 letters, digits, `-`, `_` or `.`, not starting with `.`",
+                    shown(name)
+                ))
+            };
         }
         if let Some(name) = s.strip_prefix(SHARDS_PREFIX) {
             return match data_path_problem(name) {
@@ -438,6 +457,10 @@ mod tests {
             "synthetic:in_context_recall".parse(),
             Ok(CorpusRef::Synthetic("in_context_recall".into()))
         );
+        assert_eq!("table:tiny-shakespeare".parse(), Ok(CorpusRef::Table("tiny-shakespeare".into())));
+        for bad in ["table:", "table:../x", "table:a/b", "table:.hidden", "table:a b"] {
+            assert!(bad.parse::<CorpusRef>().unwrap_err().contains("table name"), "{bad:?}");
+        }
     }
 
     #[test]

@@ -118,6 +118,14 @@ pub struct SearchSpec {
     pub seed: u64,
 }
 
+impl SearchSpec {
+    /// The tabular benchmark this search is answered from (`proxy.corpus = "table:NAME"`).
+    pub fn table_name(&self) -> Option<&str> {
+        let name = self.proxy.corpus.strip_prefix(crate::proxy::TABLE_PREFIX)?;
+        matches!(self.proxy.corpus.parse(), Ok(crate::proxy::CorpusRef::Table(_))).then_some(name)
+    }
+}
+
 /// A small spec that validates, shown in the API document (and the API tests' starting point).
 pub fn example_spec() -> serde_json::Value {
     serde_json::json!({
@@ -202,6 +210,23 @@ pub struct Target {
     #[serde(default)]
     #[schemars(extend("exclusiveMinimum" = 0))]
     pub latency_budget_ms: Option<f64>,
+    /// A budget relative to a reference model on the target device, so it binds on whatever
+    /// device the search runs for: the coordinator estimates the preset with the target's
+    /// latency table when the search is created and sets `latency_budget_ms` to `factor` times
+    /// that (both are kept in the stored spec). Give this or `latency_budget_ms`, not both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_budget_of: Option<RelativeBudget>,
+}
+
+/// `factor` × the estimated latency of `preset` on the target device and setting.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RelativeBudget {
+    /// A preset architecture (`frontier space presets`), e.g. `tiny-transformer`.
+    #[schemars(length(min = 1, max = MAX_NAME_CHARS))]
+    pub preset: String,
+    #[schemars(extend("exclusiveMinimum" = 0), range(max = 100.0))]
+    pub factor: f64,
 }
 
 fn default_setting() -> String {
@@ -210,7 +235,7 @@ fn default_setting() -> String {
 
 impl Default for Target {
     fn default() -> Self {
-        Self { device: None, setting: default_setting(), latency_budget_ms: None }
+        Self { device: None, setting: default_setting(), latency_budget_ms: None, latency_budget_of: None }
     }
 }
 
@@ -434,6 +459,20 @@ impl SearchSpec {
                 "target.latency_budget_ms",
                 format!("must be a positive number of milliseconds, got {b}"),
             );
+        }
+        if let Some(rel) = &self.target.latency_budget_of {
+            if self.target.latency_budget_ms.is_some() {
+                errs.push("target.latency_budget_of", "give latency_budget_of or latency_budget_ms, not both");
+            }
+            if search_space::presets::preset(&rel.preset).is_none() {
+                errs.push(
+                    "target.latency_budget_of.preset",
+                    format!("`{}` is not a preset (see `frontier space presets`)", crate::proxy::shown(&rel.preset)),
+                );
+            }
+            if !(rel.factor.is_finite() && rel.factor > 0.0 && rel.factor <= 100.0) {
+                errs.push("target.latency_budget_of.factor", format!("must be in (0, 100], got {}", rel.factor));
+            }
         }
         self.proxy.validate(self.model.vocab_size, &mut errs);
         self.validate_algorithm(&mut errs);

@@ -37,6 +37,7 @@ pub mod scaling;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod tabular;
 pub mod ui;
 
 pub use store::{Backend, Store, StoreError, StoreOptions};

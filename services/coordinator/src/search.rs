@@ -35,8 +35,10 @@ use crate::clock::clock_ms;
 use crate::engine::{self, EngineContext, History, Member, Objectives, halving};
 use crate::latency::{self, LatencyModel};
 use crate::store::{
-    CandidateRow, CandidateStatus, MemberRow, NewCandidate, NewMember, Store, StoreError, TrialState,
+    CandidateRow, CandidateStatus, Lease, MemberRow, NewCandidate, NewMember, Store, StoreError, TrialResult,
+    TrialState,
 };
+use crate::tabular::{Table, TableDir};
 
 /// What one step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,11 +75,80 @@ pub struct SearchDriver {
     /// the background loop may be stepping the same search; one at a time, the second sees the
     /// generation the first recorded instead of colliding with it.
     stepping: Arc<Mutex<()>>,
+    /// Where `table:NAME` searches are answered from; such searches fail without it.
+    tables: Option<Arc<TableDir>>,
 }
+
+/// The worker name the coordinator leases a table search's trials under.
+pub const TABLE_WORKER: &str = "table";
 
 impl SearchDriver {
     pub fn new(store: Store) -> Self {
-        Self { store, stepping: Arc::default() }
+        Self { store, stepping: Arc::default(), tables: None }
+    }
+
+    /// Answers `table:NAME` searches from the tables in `dir`.
+    pub fn with_tables(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.tables = dir.map(|d| Arc::new(TableDir::new(d)));
+        self
+    }
+
+    /// The table a `table:NAME` spec names, or why it cannot be used.
+    pub fn table_for(&self, spec: &SearchSpec) -> Option<Result<Arc<Table>, String>> {
+        let name = spec.table_name()?;
+        Some(match &self.tables {
+            Some(dir) => dir.get(name),
+            None => Err(format!(
+                "this coordinator has no table folder for `table:{name}` (start it with --table-dir)"
+            )),
+        })
+    }
+
+    /// Answers a leased trial of a table search from its table: the run of the table's seed
+    /// that the candidate's training seed picks, or a failure (not retried) for a model the
+    /// table does not hold. Fenced by the lease like a worker's result.
+    pub async fn answer_from_table(&self, lease: &Lease, spec: &SearchSpec) -> Result<(), DriverError> {
+        let now = clock_ms();
+        let candidate = self.store.get_candidate(lease.candidate_id).await?;
+        let answer = match (self.table_for(spec), candidate) {
+            (Some(Ok(table)), Some(c)) => table
+                .answer(&c.arch_hash, training_seed(spec.seed, &c.arch_hash))
+                .map(|run| (table.manifest.name.clone(), *run))
+                .map_err(|e| e.to_string()),
+            (Some(Err(reason)), _) => Err(reason),
+            (None, _) => Err("the search is not answered from a table".to_owned()),
+            (_, None) => Err(format!("trial {} names a missing candidate", lease.trial_id)),
+        };
+        match answer {
+            Ok((name, run)) => {
+                let result = TrialResult {
+                    val_loss: run.val_loss,
+                    ppl: run.ppl,
+                    result_json: serde_json::json!({
+                        "val_loss": run.val_loss,
+                        "ppl": run.ppl,
+                        "tokens": run.tokens,
+                        "train_seconds": run.train_seconds,
+                        "device": format!("table `{name}`, seed {}", run.seed),
+                    }),
+                    measured_latency_ms: None,
+                    meets_floors: None,
+                };
+                self.store.complete_trial(lease.trial_id, &lease.lease_token, &result, now).await?;
+            }
+            Err(reason) => {
+                self.store.fail_trial(lease.trial_id, &lease.lease_token, &reason, false, now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers every queued trial of a table search.
+    async fn answer_queued_from_table(&self, search_id: i64, spec: &SearchSpec) -> Result<(), DriverError> {
+        while let Some(lease) = self.store.lease_trial_of(search_id, TABLE_WORKER, clock_ms(), 60_000).await? {
+            self.answer_from_table(&lease, spec).await?;
+        }
+        Ok(())
     }
 
     /// One pass over search `search_id`; see the module doc.
@@ -92,6 +163,9 @@ impl SearchDriver {
             Ok(spec) => spec,
             Err(e) => return self.fail(search_id, format!("stored spec does not parse: {e}")).await,
         };
+        if spec.table_name().is_some() {
+            self.answer_queued_from_table(search_id, &spec).await?;
+        }
         // The common case on every tick: trials are still out. One count answers it without
         // reading the search's members and trials.
         if self.store.outstanding_trials(search_id).await? > 0 {
@@ -149,7 +223,17 @@ impl SearchDriver {
             Ok(s) => s,
             Err(e) => return self.fail(search_id, e.to_string()).await,
         };
-        let latency = match latency::load(&self.store, spec.target.device.as_deref(), &setting).await? {
+        let table = match self.table_for(&spec) {
+            Some(Ok(table)) => Some(table),
+            Some(Err(reason)) => return self.fail(search_id, reason).await,
+            None => None,
+        };
+        let loaded = match table {
+            // A table search's latencies are the table's own.
+            Some(table) => Ok(Some(Box::new(table) as Box<dyn LatencyModel>)),
+            None => latency::load(&self.store, spec.target.device.as_deref(), &setting).await?,
+        };
+        let latency = match loaded {
             Ok(model) => model,
             // Latency is only reported when the search does not need it: an ambiguous target
             // (several devices' tables, no target.device) leaves it unreported, never failed.

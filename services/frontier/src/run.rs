@@ -116,6 +116,7 @@ async fn run_async(args: RunArgs) -> Result<String> {
             spec.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             // A sweep's table serves the recommendation printed at the end.
             let needs_table = spec.target.latency_budget_ms.is_some()
+                || spec.target.latency_budget_of.is_some()
                 || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. } | api::Algorithm::Sweep { .. });
             if spec.target.device.is_none() {
                 spec.target.device = Some(device.fingerprint.clone());

@@ -13,6 +13,7 @@ use super::{ApiError, AppState, JsonBody, Metrics, PathParam};
 use crate::app::leaderboard::{Entry, LeaderboardParams, entry, leaderboard_query, next_cursor};
 use crate::app::views::{LeaderboardPage, ParetoPoint, ParetoView, SearchView};
 use crate::clock::clock_ms;
+use crate::latency::LatencyModel;
 use crate::pareto;
 use crate::store::SearchRow;
 
@@ -47,8 +48,21 @@ async fn view(state: &AppState, row: SearchRow) -> Result<SearchView, ApiError> 
 pub async fn check_spec(state: &AppState, spec: &SearchSpec) -> Result<(), ApiError> {
     spec.validate()?;
     let setting = spec.target.deployment().map_err(|e| ApiError::field("target.setting", e.reason))?;
-    let needs_table =
-        spec.target.latency_budget_ms.is_some() || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. });
+    if let Some(table) = state.driver.table_for(spec) {
+        // Answered from a tabular benchmark: its latencies and runs stand in for the LUT and
+        // the workers, so only its model settings must match.
+        let table = table.map_err(|reason| ApiError::field("proxy.corpus", reason))?;
+        if table.manifest.spec.model != spec.model {
+            return Err(ApiError::field(
+                "model",
+                format!("table `{}` was trained with other model settings; use the table's", table.manifest.name),
+            ));
+        }
+        return Ok(());
+    }
+    let needs_table = spec.target.latency_budget_ms.is_some()
+        || spec.target.latency_budget_of.is_some()
+        || matches!(spec.algorithm, api::Algorithm::Nsga2 { .. });
     if needs_table {
         match crate::latency::load(&state.store, spec.target.device.as_deref(), &setting).await? {
             Ok(Some(_)) => {}
@@ -87,6 +101,9 @@ async fn create(
     {
         spec.target.device = Some(device);
     }
+    if let Some(rel) = spec.target.latency_budget_of.clone() {
+        spec.target.latency_budget_ms = Some(rel.factor * reference_latency(&state, &spec, &rel.preset).await?);
+    }
     let value = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
     let row = state.store.create_search(&spec.name, &value).await?;
     Metrics::add(&state.metrics.searches_created, 1);
@@ -97,6 +114,28 @@ async fn create(
     let row =
         state.store.get_search(row.id).await?.ok_or_else(|| ApiError::Internal("search vanished".into()))?;
     Ok((StatusCode::CREATED, Json(view(&state, row).await?)))
+}
+
+/// The estimated latency of preset `preset` at the spec's target, from the table the search
+/// will use (its tabular benchmark, or the target device's latency table).
+async fn reference_latency(state: &AppState, spec: &SearchSpec, preset: &str) -> Result<f64, ApiError> {
+    let field = "target.latency_budget_of.preset";
+    let model = search_space::presets::preset(preset)
+        .ok_or_else(|| ApiError::field(field, format!("`{preset}` is not a preset")))?
+        .expand()
+        .map_err(|e| ApiError::field(field, e.to_string()))?;
+    let estimate = match state.driver.table_for(spec) {
+        Some(table) => table.map_err(|r| ApiError::field("proxy.corpus", r))?.estimate_ms(&model),
+        None => {
+            let setting = spec.target.deployment().map_err(|e| ApiError::field("target.setting", e.reason))?;
+            match crate::latency::load(&state.store, spec.target.device.as_deref(), &setting).await? {
+                Ok(Some(latency)) => latency.estimate_ms(&model),
+                Ok(None) => Err("no latency table at the target".to_owned()),
+                Err(reason) => Err(reason),
+            }
+        }
+    };
+    estimate.map_err(|reason| ApiError::field(field, format!("cannot estimate `{preset}` at the target: {reason}")))
 }
 
 async fn list(_: Reader, State(state): State<AppState>) -> Result<Json<Vec<SearchView>>, ApiError> {

@@ -88,6 +88,12 @@ async fn lease(
         // still wakes this request.
         let notified = state.work_queued.notified();
         if let Some(lease) = state.store.lease_trial(&req.worker_id, clock_ms(), ttl_ms).await? {
+            // A table search's trial is answered here, not trained: look for the next one.
+            if let Some(spec) = table_search(&state, lease.search_id).await? {
+                state.driver.answer_from_table(&lease, &spec).await.map_err(crate::app::AppError::from)?;
+                state.search_changed.notify_one();
+                continue;
+            }
             Metrics::add(&state.metrics.leases_granted, 1);
             state.store.touch_worker(&req.worker_id, clock_ms()).await?;
             let grant = grant(&state, lease).await?;
@@ -101,6 +107,15 @@ async fn lease(
         // does not notify this one.
         let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(500)), notified).await;
     }
+}
+
+/// The spec of search `search_id` when it is answered from a table.
+async fn table_search(state: &AppState, search_id: i64) -> Result<Option<SearchSpec>, ApiError> {
+    let Some(search) = state.store.get_search(search_id).await? else {
+        return Ok(None);
+    };
+    let spec: Option<SearchSpec> = serde_json::from_value(search.spec).ok();
+    Ok(spec.filter(|s| s.table_name().is_some()))
 }
 
 /// Assembles what the worker needs to train a leased trial.

@@ -143,6 +143,45 @@ impl Store {
         Ok(Some(lease))
     }
 
+    /// Claims the oldest queued trial of search `search_id` for `worker_id` (the coordinator
+    /// itself answering a search from a tabular benchmark); `None` when it has none queued.
+    /// The outer `state = 'queued'` re-check makes a concurrent claim of the same row a miss.
+    #[tracing::instrument(skip_all, fields(search_id = search_id), err)]
+    pub async fn lease_trial_of(
+        &self,
+        search_id: i64,
+        worker_id: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(concat!(
+            "UPDATE trials
+             SET state = 'leased', attempt = attempt + 1, lease_token = $1, worker_id = $2,
+                 lease_expires_at_ms = $3, updated_at_ms = $4
+             WHERE state = 'queued'
+               AND id = (SELECT id FROM trials WHERE state = 'queued' AND search_id = $5
+                         ORDER BY id LIMIT 1)
+             RETURNING ",
+            lease_columns!()
+        ))
+        .bind(new_lease_token())
+        .bind(worker_id)
+        .bind(now_ms.saturating_add(ttl_ms))
+        .bind(now_ms)
+        .bind(search_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let lease = lease_from_row(&row)?;
+        let payload = serde_json::json!({ "worker_id": worker_id, "attempt": lease.attempt });
+        record_event(&mut tx, lease.trial_id, now_ms, "leased", &payload).await?;
+        tx.commit().await?;
+        Ok(Some(lease))
+    }
+
     /// Extends a lease to `now_ms + ttl_ms` and returns the new expiry.
     // A stale lease is an expected answer (a worker that lost its lease), not a fault:
     // logged as a warning. Real failures are logged as errors where they are answered.

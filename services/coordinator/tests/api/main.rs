@@ -21,6 +21,7 @@ mod results;
 mod scaling;
 mod searches;
 mod security;
+mod tables;
 
 on_both_backends! {
     accuracy::a_candidate_below_an_accuracy_floor_is_infeasible_and_never_a_parent,
@@ -30,6 +31,7 @@ on_both_backends! {
     requests::malformed_json_is_a_400_and_a_wrong_field_a_422_with_its_path,
     requests::an_invalid_spec_is_refused_with_every_problem_and_its_path,
     requests::a_latency_budget_without_a_latency_table_is_refused,
+    requests::a_relative_budget_is_resolved_against_the_reference_model_on_the_target,
     requests::unknown_ids_are_404_and_cancelling_twice_is_409,
     requests::oversized_bodies_are_413,
     requests::bad_leaderboard_parameters_name_the_parameter,
@@ -74,4 +76,6 @@ on_both_backends! {
     limits::idle_and_slow_connections_are_closed_within_the_timeouts,
     limits::requests_over_the_concurrency_limit_are_answered_503,
     limits::a_lease_long_poll_answers_before_the_request_timeout,
+    tables::a_table_search_is_answered_with_the_tables_runs_and_no_worker_trains,
+    tables::a_table_search_names_a_missing_table_or_other_model_settings,
 }

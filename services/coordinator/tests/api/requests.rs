@@ -217,6 +217,39 @@ pub async fn a_latency_budget_without_a_latency_table_is_refused(db: TestDb) {
     assert_eq!(status, StatusCode::CREATED, "{created}");
 }
 
+pub async fn a_relative_budget_is_resolved_against_the_reference_model_on_the_target(db: TestDb) {
+    let (router, _) = api(&db.store);
+    flat_latency_table(&db.store, "cpu-test", "batch=1,prompt=16,gen=32").await;
+    let mut s = spec(aging(4, 2, 1));
+    s["target"]["latency_budget_of"] = json!({ "preset": "tiny-transformer", "factor": 0.75 });
+    let (status, created) = post(&router, "/api/v1/searches", ADMIN, &s).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let setting: lut::DeploymentSetting = "batch=1,prompt=16,gen=32".parse().unwrap();
+    let latency =
+        coordinator::latency::load(&db.store, Some("cpu-test"), &setting).await.unwrap().unwrap().unwrap();
+    let reference = latency
+        .estimate_ms(&search_space::presets::preset("tiny-transformer").unwrap().expand().unwrap())
+        .unwrap();
+    let budget = created["spec"]["target"]["latency_budget_ms"].as_f64().unwrap();
+    assert!((budget - 0.75 * reference).abs() < 1e-9, "{budget} vs 0.75 × {reference}");
+    assert_eq!(created["spec"]["target"]["latency_budget_of"]["preset"], "tiny-transformer");
+    // Bad references name the field.
+    for (rel, path) in [
+        (json!({ "preset": "no-such", "factor": 1.0 }), "target.latency_budget_of.preset"),
+        (json!({ "preset": "tiny-transformer", "factor": 0.0 }), "target.latency_budget_of.factor"),
+    ] {
+        let mut s = spec(aging(4, 2, 1));
+        s["target"]["latency_budget_of"] = rel;
+        let (status, err) = post(&router, "/api/v1/searches", ADMIN, &s).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+        assert_eq!(err["fields"][0]["path"], path, "{err}");
+    }
+    s["target"]["latency_budget_ms"] = json!(5.0);
+    let (status, err) = post(&router, "/api/v1/searches", ADMIN, &s).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{err}");
+    assert!(err.to_string().contains("not both"), "{err}");
+}
+
 pub async fn unknown_ids_are_404_and_cancelling_twice_is_409(db: TestDb) {
     let (router, _) = api(&db.store);
     for uri in ["/api/v1/searches/999", "/api/v1/candidates/999", "/api/v1/searches/999/leaderboard"] {

@@ -136,6 +136,17 @@ pub async fn ensure_profiled(store: &Store, spec: &api::SearchSpec, device: Devi
         }
         _ => space_shapes(&spec.space, &spec.model, &spec.space.hidden_sizes, &setting)?,
     };
+    // A budget relative to a preset needs the preset scored too.
+    let mut shapes = shapes;
+    if let Some(rel) = &spec.target.latency_budget_of
+        && let Some(arch) = search_space::presets::preset(&rel.preset)
+    {
+        for shape in shapes_for(&arch.expand()?, &setting) {
+            if !shapes.contains(&shape) {
+                shapes.push(shape);
+            }
+        }
+    }
     let have: std::collections::BTreeSet<String> =
         store.lut_entries(&info.fingerprint, &setting.key()).await?.into_iter().map(|r| r.op_key).collect();
     let missing: Vec<OpShape> = shapes.into_iter().filter(|s| !have.contains(&s.to_string())).collect();
