@@ -4,7 +4,8 @@
 //! coordinator), `worker` (the pull loop), the client commands `submit`, `status`, `leaderboard`
 //! and `export`, `space` (inspect, sample, validate and export architectures), `train`
 //! (proxy-train one candidate), `decode-bench` (measure its decode latency), `lut` (latency
-//! tables) and `scaling-law` (fit and use depth-width scaling laws over a sweep). Each subcommand lives in its own module; this file only parses arguments,
+//! tables), `scaling-law` (fit and use depth-width scaling laws over a sweep) and `table` (tabular
+//! benchmarks). Each subcommand lives in its own module; this file only parses arguments,
 //! dispatches, and turns errors into one clear message and a non-zero exit status (never a panic
 //! or a backtrace).
 
@@ -15,6 +16,7 @@ mod run;
 mod scaling;
 mod service;
 mod space;
+mod table;
 mod train;
 
 use std::io::Write;
@@ -67,6 +69,9 @@ enum Command {
     /// Depth-width scaling laws over a sweep search: fit, show, recommend for a latency budget.
     #[command(subcommand)]
     ScalingLaw(scaling::ScalingCommand),
+    /// Tabular benchmarks: every model of a small space trained, for studying search algorithms.
+    #[command(subcommand)]
+    Table(table::TableCommand),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +96,7 @@ fn main() -> ExitCode {
         Command::Data(cmd) => data::run(cmd),
         Command::Lut(cmd) => lut::run(cmd),
         Command::ScalingLaw(cmd) => scaling::run(cmd),
+        Command::Table(cmd) => table::run(cmd),
     };
     match result {
         Ok(text) => {

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// `X-Forwarded-Proto: https`).
     #[arg(long, env = "FRONTIER_SECURE_COOKIES")]
     secure_cookies: bool,
+    /// Folder of tabular benchmarks (`NAME.json.gz`, from `frontier table build`): a search whose
+    /// `proxy.corpus` is `table:NAME` is answered from it instead of trained.
+    #[arg(long, env = "FRONTIER_TABLE_DIR")]
+    table_dir: Option<PathBuf>,
 }
 
 fn check_token(name: &str, token: &str) -> Result<()> {
@@ -99,6 +103,7 @@ pub fn serve(args: ServeArgs) -> Result<String> {
         config.max_connections = args.max_connections;
         config.max_concurrent_requests = args.max_concurrent_requests;
         config.secure_cookies = args.secure_cookies;
+        config.table_dir = args.table_dir;
         let app = Application::build(store, config, args.bind)
             .await
             .with_context(|| format!("cannot listen on {}", args.bind))?;
