@@ -30,8 +30,9 @@ fn synthetic_table(seed_noise: f64) -> Table {
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut genomes = Vec::new();
     for genome in spec.space.enumerate(10_000).unwrap() {
-        let model =
-            search_space::Architecture::from_genome(spec.model.with_hidden_size(64), genome.clone()).expand().unwrap();
+        let model = search_space::Architecture::from_genome(spec.model.with_hidden_size(64), genome.clone())
+            .expand()
+            .unwrap();
         let hash = model.canonical_hash().0;
         let at = *index.entry(hash.clone()).or_insert_with(|| {
             let kinds: Vec<OpKind> = model.layers.iter().map(|l| l.kind()).collect();
@@ -114,7 +115,12 @@ fn every_engine_finds_the_best_model_of_a_noiseless_table_and_the_figures_agree(
             assert!(curve.windows(2).all(|w| w[1] <= w[0]), "{name}: {curve:?}");
             let reach = evals_to_reach(t, best, 0.01);
             // Random search and the evolutionary engines all get there within the whole table.
-            assert!(reach.is_some(), "{name} seed {} never reached {best} in {} evals", t.seed, t.evals.len());
+            assert!(
+                reach.is_some(),
+                "{name} seed {} never reached {best} in {} evals",
+                t.seed,
+                t.evals.len()
+            );
             assert_eq!(curve[reach.unwrap() - 1], best);
         }
         let s = summarise(&table, name, &traces, budget);

@@ -462,16 +462,25 @@ impl SearchSpec {
         }
         if let Some(rel) = &self.target.latency_budget_of {
             if self.target.latency_budget_ms.is_some() {
-                errs.push("target.latency_budget_of", "give latency_budget_of or latency_budget_ms, not both");
+                errs.push(
+                    "target.latency_budget_of",
+                    "give latency_budget_of or latency_budget_ms, not both",
+                );
             }
             if search_space::presets::preset(&rel.preset).is_none() {
                 errs.push(
                     "target.latency_budget_of.preset",
-                    format!("`{}` is not a preset (see `frontier space presets`)", crate::proxy::shown(&rel.preset)),
+                    format!(
+                        "`{}` is not a preset (see `frontier space presets`)",
+                        crate::proxy::shown(&rel.preset)
+                    ),
                 );
             }
             if !(rel.factor.is_finite() && rel.factor > 0.0 && rel.factor <= 100.0) {
-                errs.push("target.latency_budget_of.factor", format!("must be in (0, 100], got {}", rel.factor));
+                errs.push(
+                    "target.latency_budget_of.factor",
+                    format!("must be in (0, 100], got {}", rel.factor),
+                );
             }
         }
         self.proxy.validate(self.model.vocab_size, &mut errs);

@@ -145,7 +145,8 @@ impl SearchDriver {
 
     /// Answers every queued trial of a table search.
     async fn answer_queued_from_table(&self, search_id: i64, spec: &SearchSpec) -> Result<(), DriverError> {
-        while let Some(lease) = self.store.lease_trial_of(search_id, TABLE_WORKER, clock_ms(), 60_000).await? {
+        while let Some(lease) = self.store.lease_trial_of(search_id, TABLE_WORKER, clock_ms(), 60_000).await?
+        {
             self.answer_from_table(&lease, spec).await?;
         }
         Ok(())

@@ -118,8 +118,14 @@ impl TableModel {
 
 impl Table {
     pub fn new(manifest: Manifest, models: Vec<TableModel>, genomes: Vec<TableGenome>) -> Self {
-        let mut table =
-            Self { format: FORMAT.to_owned(), version: VERSION, manifest, models, genomes, index: HashMap::new() };
+        let mut table = Self {
+            format: FORMAT.to_owned(),
+            version: VERSION,
+            manifest,
+            models,
+            genomes,
+            index: HashMap::new(),
+        };
         table.reindex();
         table
     }
@@ -133,7 +139,8 @@ impl Table {
     /// model.
     pub fn read(path: &Path) -> Result<Self, TableError> {
         let shown = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|source| TableError::Io { path: shown.clone(), source })?;
+        let file =
+            std::fs::File::open(path).map_err(|source| TableError::Io { path: shown.clone(), source })?;
         let mut text = String::new();
         flate2::read::GzDecoder::new(file)
             .read_to_string(&mut text)
@@ -145,10 +152,7 @@ impl Table {
     pub fn from_json(text: &str) -> Result<Self, String> {
         let mut table: Table = serde_json::from_str(text).map_err(|e| e.to_string())?;
         if table.format != FORMAT || table.version != VERSION {
-            return Err(format!(
-                "format `{}` v{} is not `{FORMAT}` v{VERSION}",
-                table.format, table.version
-            ));
+            return Err(format!("format `{}` v{} is not `{FORMAT}` v{VERSION}", table.format, table.version));
         }
         let seeds = table.manifest.seeds.len();
         for (i, m) in table.models.iter().enumerate() {
@@ -162,7 +166,11 @@ impl Table {
             }
         }
         if let Some(i) = table.genomes.iter().position(|g| g.model >= table.models.len()) {
-            return Err(format!("genomes[{i}] names model {} of {}", table.genomes[i].model, table.models.len()));
+            return Err(format!(
+                "genomes[{i}] names model {} of {}",
+                table.genomes[i].model,
+                table.models.len()
+            ));
         }
         table.reindex();
         Ok(table)
@@ -200,7 +208,11 @@ impl Table {
     /// The paper's width rule over the table: the widest of the space's hidden sizes whose
     /// latency is within `budget_ms`, or the narrowest (infeasible) when none is; with the model
     /// and whether it fits.
-    pub fn widest_under(&self, genome: &Genome, budget_ms: Option<f64>) -> Result<(&TableModel, bool), TableError> {
+    pub fn widest_under(
+        &self,
+        genome: &Genome,
+        budget_ms: Option<f64>,
+    ) -> Result<(&TableModel, bool), TableError> {
         let mut widths = self.manifest.spec.space.hidden_sizes.clone();
         widths.sort_unstable_by(|a, b| b.cmp(a));
         let mut last = None;
@@ -221,7 +233,10 @@ impl Table {
     pub fn answer(&self, arch_hash: &str, training_seed: u64) -> Result<&TableRun, TableError> {
         let model = self.by_hash(arch_hash).ok_or_else(|| TableError::Missing(arch_hash.to_owned()))?;
         let runs = model.runs.len().max(1) as u64;
-        model.runs.get((training_seed % runs) as usize).ok_or_else(|| TableError::Missing(arch_hash.to_owned()))
+        model
+            .runs
+            .get((training_seed % runs) as usize)
+            .ok_or_else(|| TableError::Missing(arch_hash.to_owned()))
     }
 
     /// The lowest mean perplexity among models within `budget_ms` (all models without one).
@@ -236,9 +251,9 @@ impl Table {
 /// The table's latencies as a [`LatencyModel`] (models outside the table cannot be scored).
 impl LatencyModel for Table {
     fn estimate_ms(&self, model: &ModelSpec) -> Result<f64, String> {
-        self.lookup(model)
-            .map(|m| m.latency_ms)
-            .ok_or_else(|| format!("model {} is not in table `{}`", model.canonical_hash(), self.manifest.name))
+        self.lookup(model).map(|m| m.latency_ms).ok_or_else(|| {
+            format!("model {} is not in table `{}`", model.canonical_hash(), self.manifest.name)
+        })
     }
 }
 

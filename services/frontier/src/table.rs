@@ -128,20 +128,25 @@ fn build(args: BuildArgs) -> Result<String> {
     })?;
 
     // Every genome at every width, grouped by the model it expands to.
-    let genomes = spec.space.enumerate(args.limit).map_err(|e| anyhow::anyhow!("{}: space: {e}", args.spec.display()))?;
+    let genomes = spec
+        .space
+        .enumerate(args.limit)
+        .map_err(|e| anyhow::anyhow!("{}: space: {e}", args.spec.display()))?;
     let mut models: Vec<TableModel> = Vec::new();
     let mut specs = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     let mut table_genomes = Vec::new();
     for genome in &genomes {
         for &h in &spec.space.hidden_sizes {
-            let arch = search_space::Architecture::from_genome(spec.model.with_hidden_size(h), genome.clone());
+            let arch =
+                search_space::Architecture::from_genome(spec.model.with_hidden_size(h), genome.clone());
             let model = arch.expand().map_err(|e| anyhow::anyhow!("a genome does not expand: {e}"))?;
             let hash = model.canonical_hash().0;
             let at = match index.get(&hash) {
                 Some(&i) => i,
                 None => {
-                    let latency_ms = latency.estimate_ms(&model).map_err(|e| anyhow::anyhow!("latency: {e}"))?;
+                    let latency_ms =
+                        latency.estimate_ms(&model).map_err(|e| anyhow::anyhow!("latency: {e}"))?;
                     let layers = model.layers.iter().map(|l| l.kind().code()).collect::<Vec<_>>().join(" ");
                     models.push(TableModel {
                         arch_hash: hash.clone(),
@@ -177,9 +182,13 @@ fn build(args: BuildArgs) -> Result<String> {
         .open(&log_path)
         .with_context(|| format!("cannot write {}", log_path.display()))?;
     let corpus_path = args.data_dir.join(&spec.proxy.corpus);
-    let corpus = std::fs::read(&corpus_path).with_context(|| format!("cannot read the corpus {}", corpus_path.display()))?;
+    let corpus = std::fs::read(&corpus_path)
+        .with_context(|| format!("cannot read the corpus {}", corpus_path.display()))?;
     let corpus_sha256 = format!("{:x}", Sha256::digest(&corpus));
-    let paths = JobPaths { cache_dir: Some(std::env::temp_dir().join("frontier-table-cache")), data_dir: Some(args.data_dir.clone()) };
+    let paths = JobPaths {
+        cache_dir: Some(std::env::temp_dir().join("frontier-table-cache")),
+        data_dir: Some(args.data_dir.clone()),
+    };
     let data = data_config(&spec.proxy, &paths).map_err(|e| anyhow::anyhow!("{}", e.message))?;
     let total = models.len() * args.seeds.len();
     eprintln!(
@@ -213,8 +222,10 @@ fn build(args: BuildArgs) -> Result<String> {
             };
             let config = train_config(&job);
             let t = Instant::now();
-            let result = train_job(model, &data, &config, DeviceSet::Cpu, false, |_| {})
-                .with_context(|| format!("training {} ({}) with seed {seed}", entry.layers, entry.arch_hash))?;
+            let result =
+                train_job(model, &data, &config, DeviceSet::Cpu, false, |_| {}).with_context(|| {
+                    format!("training {} ({}) with seed {seed}", entry.layers, entry.arch_hash)
+                })?;
             let report = match result.outcome {
                 Outcome::Completed(report) => report,
                 Outcome::Diverged { step, loss } => bail!(
@@ -230,7 +241,11 @@ fn build(args: BuildArgs) -> Result<String> {
                 tokens: report.tokens,
                 train_seconds: t.elapsed().as_secs_f64(),
             };
-            writeln!(log, "{}", serde_json::to_string(&LoggedRun { arch_hash: entry.arch_hash.clone(), run })?)?;
+            writeln!(
+                log,
+                "{}",
+                serde_json::to_string(&LoggedRun { arch_hash: entry.arch_hash.clone(), run })?
+            )?;
             entry.runs.push(run);
             trained += 1;
             eprintln!(
@@ -284,8 +299,10 @@ pub fn summary(table: &Table, budget_ms: Option<f64>) -> String {
     let budget = budget_ms.or(m.spec.target.latency_budget_ms);
     let lat: Vec<f64> = table.models.iter().map(|x| x.latency_ms).collect();
     let ppl: Vec<f64> = table.models.iter().map(TableModel::mean_ppl).collect();
-    let (lo, hi) = (lat.iter().copied().fold(f64::INFINITY, f64::min), lat.iter().copied().fold(0.0, f64::max));
-    let (plo, phi) = (ppl.iter().copied().fold(f64::INFINITY, f64::min), ppl.iter().copied().fold(0.0, f64::max));
+    let (lo, hi) =
+        (lat.iter().copied().fold(f64::INFINITY, f64::min), lat.iter().copied().fold(0.0, f64::max));
+    let (plo, phi) =
+        (ppl.iter().copied().fold(f64::INFINITY, f64::min), ppl.iter().copied().fold(0.0, f64::max));
     let mut out = format!(
         "table `{}`: {} genomes, {} models, seeds {:?}\nlatency {lo:.2}–{hi:.2} ms at `{}` on {}\nmean perplexity {plo:.3}–{phi:.3}; built in {:.0} s by\n  {}",
         m.name,

@@ -157,8 +157,11 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .map(|(n, traces)| Series { name: n, runs: traces.iter().map(best_so_far).collect() })
             .collect();
         let target = best.mean_ppl();
-        let starts: Vec<f64> =
-            series.iter().flat_map(|s| s.runs.iter().filter_map(|r| r.iter().find(|v| v.is_finite()))).copied().collect();
+        let starts: Vec<f64> = series
+            .iter()
+            .flat_map(|s| s.runs.iter().filter_map(|r| r.iter().find(|v| v.is_finite())))
+            .copied()
+            .collect();
         let top = quantile(&starts, 0.75).max(target * 1.05);
         let title = format!("{}: best feasible perplexity vs evaluations", table.manifest.name);
         std::fs::write(path, best_so_far_svg(&title, &series, (target * 0.995, top), Some(target * 1.01)))?;

@@ -50,7 +50,12 @@ pub enum HarnessError {
 }
 
 /// The evaluation of `arch_hash` by a search seeded `seed`.
-pub fn evaluate(table: &Table, arch_hash: &str, seed: u64, budget_ms: Option<f64>) -> Result<Eval, TableError> {
+pub fn evaluate(
+    table: &Table,
+    arch_hash: &str,
+    seed: u64,
+    budget_ms: Option<f64>,
+) -> Result<Eval, TableError> {
     let model = table.by_hash(arch_hash).ok_or_else(|| TableError::Missing(arch_hash.to_owned()))?;
     let run = table.answer(arch_hash, training_seed(seed, arch_hash))?;
     Ok(Eval {
@@ -74,7 +79,8 @@ pub fn simulate(
 ) -> Result<Trace, HarnessError> {
     let engine = engine::engine_for(algorithm)
         .ok_or_else(|| HarnessError::Engine(format!("`{}` has no engine", algorithm.name())))?;
-    let ctx = EngineContext { space: table.manifest.spec.space.clone(), seeds: Vec::new(), evolve_width: false };
+    let ctx =
+        EngineContext { space: table.manifest.spec.space.clone(), seeds: Vec::new(), evolve_width: false };
     let mut history = History::default();
     let mut seen: HashMap<String, (i64, Eval)> = HashMap::new();
     let mut evals = Vec::new();

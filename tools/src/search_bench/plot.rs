@@ -11,11 +11,17 @@ pub struct Series<'a> {
     pub runs: Vec<Vec<f64>>,
 }
 
-const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"];
+const COLOURS: [&str; 8] =
+    ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"];
 
 /// The plot: x = evaluations (1..=n), y = the value (clipped to `y_range`), a dashed line at
 /// `target` when given.
-pub fn best_so_far_svg(title: &str, series: &[Series<'_>], y_range: (f64, f64), target: Option<f64>) -> String {
+pub fn best_so_far_svg(
+    title: &str,
+    series: &[Series<'_>],
+    y_range: (f64, f64),
+    target: Option<f64>,
+) -> String {
     let (w, h) = (720.0, 420.0);
     let (left, right, top, bottom) = (64.0, 170.0, 34.0, 46.0);
     let n = series.iter().flat_map(|s| s.runs.iter().map(Vec::len)).max().unwrap_or(1).max(2);
@@ -92,10 +98,12 @@ pub fn best_so_far_svg(title: &str, series: &[Series<'_>], y_range: (f64, f64), 
                 s.runs.iter().map(|r| r.get(i).or(r.last()).copied().unwrap_or(f64::INFINITY)).collect();
             quantile(&column, q)
         };
-        let upper: Vec<String> = (0..len).map(|i| format!("{:.1},{:.1}", x_of(i + 1), y_of(at(i, 0.75)))).collect();
+        let upper: Vec<String> =
+            (0..len).map(|i| format!("{:.1},{:.1}", x_of(i + 1), y_of(at(i, 0.75)))).collect();
         let lower: Vec<String> =
             (0..len).rev().map(|i| format!("{:.1},{:.1}", x_of(i + 1), y_of(at(i, 0.25)))).collect();
-        let mid: Vec<String> = (0..len).map(|i| format!("{:.1},{:.1}", x_of(i + 1), y_of(at(i, 0.5)))).collect();
+        let mid: Vec<String> =
+            (0..len).map(|i| format!("{:.1},{:.1}", x_of(i + 1), y_of(at(i, 0.5)))).collect();
         let _ = writeln!(
             svg,
             r#"<polygon points="{} {}" fill="{colour}" fill-opacity="0.12" stroke="none"/>"#,

@@ -55,7 +55,10 @@ pub async fn check_spec(state: &AppState, spec: &SearchSpec) -> Result<(), ApiEr
         if table.manifest.spec.model != spec.model {
             return Err(ApiError::field(
                 "model",
-                format!("table `{}` was trained with other model settings; use the table's", table.manifest.name),
+                format!(
+                    "table `{}` was trained with other model settings; use the table's",
+                    table.manifest.name
+                ),
             ));
         }
         return Ok(());
@@ -102,7 +105,8 @@ async fn create(
         spec.target.device = Some(device);
     }
     if let Some(rel) = spec.target.latency_budget_of.clone() {
-        spec.target.latency_budget_ms = Some(rel.factor * reference_latency(&state, &spec, &rel.preset).await?);
+        spec.target.latency_budget_ms =
+            Some(rel.factor * reference_latency(&state, &spec, &rel.preset).await?);
     }
     let value = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
     let row = state.store.create_search(&spec.name, &value).await?;
@@ -127,7 +131,8 @@ async fn reference_latency(state: &AppState, spec: &SearchSpec, preset: &str) ->
     let estimate = match state.driver.table_for(spec) {
         Some(table) => table.map_err(|r| ApiError::field("proxy.corpus", r))?.estimate_ms(&model),
         None => {
-            let setting = spec.target.deployment().map_err(|e| ApiError::field("target.setting", e.reason))?;
+            let setting =
+                spec.target.deployment().map_err(|e| ApiError::field("target.setting", e.reason))?;
             match crate::latency::load(&state.store, spec.target.device.as_deref(), &setting).await? {
                 Ok(Some(latency)) => latency.estimate_ms(&model),
                 Ok(None) => Err("no latency table at the target".to_owned()),
@@ -135,7 +140,9 @@ async fn reference_latency(state: &AppState, spec: &SearchSpec, preset: &str) ->
             }
         }
     };
-    estimate.map_err(|reason| ApiError::field(field, format!("cannot estimate `{preset}` at the target: {reason}")))
+    estimate.map_err(|reason| {
+        ApiError::field(field, format!("cannot estimate `{preset}` at the target: {reason}"))
+    })
 }
 
 async fn list(_: Reader, State(state): State<AppState>) -> Result<Json<Vec<SearchView>>, ApiError> {
