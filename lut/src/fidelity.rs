@@ -176,7 +176,8 @@ mod tests {
     fn rank_agreement_brackets_the_point_estimate_and_is_deterministic() {
         // 40 pairs: y follows x with a small deterministic wobble that swaps a few neighbours.
         let x: Vec<f64> = (0..40).map(f64::from).collect();
-        let y: Vec<f64> = x.iter().map(|v| v + if (*v as u64).is_multiple_of(3) { 1.5 } else { 0.0 }).collect();
+        let y: Vec<f64> =
+            x.iter().map(|v| v + if (*v as u64).is_multiple_of(3) { 1.5 } else { 0.0 }).collect();
         let a = rank_agreement(&x, &y, 500, 7);
         assert_eq!(a.n, 40);
         assert!((a.spearman - spearman(&x, &y)).abs() < 1e-12);
