@@ -13,6 +13,7 @@
 pub mod accuracy;
 pub mod proxy;
 pub mod spec;
+pub mod target;
 pub mod wire;
 
 pub use accuracy::AccuracyGoals;
