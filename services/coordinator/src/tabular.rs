@@ -56,7 +56,8 @@ pub struct Manifest {
     /// SHA-256 of the training corpus's bytes.
     pub corpus_sha256: String,
     pub created_ms: i64,
-    /// Wall time of the whole build.
+    /// Wall time of the run that wrote the table (a sharded build trains in other runs; the
+    /// training time is in each run's `train_seconds`).
     pub build_seconds: f64,
 }
 
@@ -187,6 +188,11 @@ impl Table {
         gz.write_all(&json).map_err(io)?;
         gz.finish().map_err(io)?;
         std::fs::rename(&staging, path).map_err(io)
+    }
+
+    /// Seconds spent training every run of the table.
+    pub fn train_seconds(&self) -> f64 {
+        self.models.iter().flat_map(|m| &m.runs).map(|r| r.train_seconds).sum()
     }
 
     /// The model `model` expands to, by canonical hash.

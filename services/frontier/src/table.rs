@@ -304,14 +304,14 @@ pub fn summary(table: &Table, budget_ms: Option<f64>) -> String {
     let (plo, phi) =
         (ppl.iter().copied().fold(f64::INFINITY, f64::min), ppl.iter().copied().fold(0.0, f64::max));
     let mut out = format!(
-        "table `{}`: {} genomes, {} models, seeds {:?}\nlatency {lo:.2}–{hi:.2} ms at `{}` on {}\nmean perplexity {plo:.3}–{phi:.3}; built in {:.0} s by\n  {}",
+        "table `{}`: {} genomes, {} models, seeds {:?}\nlatency {lo:.2}–{hi:.2} ms at `{}` on {}\nmean perplexity {plo:.3}–{phi:.3}; {:.0} s of training, made by\n  {}",
         m.name,
         table.genomes.len(),
         table.models.len(),
         m.seeds,
         m.spec.target.setting,
         m.latency_device,
-        m.build_seconds,
+        table.train_seconds(),
         m.command
     );
     if m.seeds.len() >= 2 {

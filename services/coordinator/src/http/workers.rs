@@ -89,14 +89,15 @@ async fn lease(
         let notified = state.work_queued.notified();
         if let Some(lease) = state.store.lease_trial(&req.worker_id, clock_ms(), ttl_ms).await? {
             // A table search's trial is answered here, not trained: look for the next one.
-            if let Some(spec) = table_search(&state, lease.search_id).await? {
+            let spec = search_spec(&state, &lease).await?;
+            if spec.table_name().is_some() {
                 state.driver.answer_from_table(&lease, &spec).await.map_err(crate::app::AppError::from)?;
                 state.search_changed.notify_one();
                 continue;
             }
             Metrics::add(&state.metrics.leases_granted, 1);
             state.store.touch_worker(&req.worker_id, clock_ms()).await?;
-            let grant = grant(&state, lease).await?;
+            let grant = grant(&state, lease, spec).await?;
             return Ok(Json(grant).into_response());
         }
         let now = Instant::now();
@@ -109,24 +110,19 @@ async fn lease(
     }
 }
 
-/// The spec of search `search_id` when it is answered from a table.
-async fn table_search(state: &AppState, search_id: i64) -> Result<Option<SearchSpec>, ApiError> {
-    let Some(search) = state.store.get_search(search_id).await? else {
-        return Ok(None);
-    };
-    let spec: Option<SearchSpec> = serde_json::from_value(search.spec).ok();
-    Ok(spec.filter(|s| s.table_name().is_some()))
-}
-
-/// Assembles what the worker needs to train a leased trial.
-async fn grant(state: &AppState, lease: Lease) -> Result<LeaseGrant, ApiError> {
+/// The spec of the search a leased trial belongs to.
+async fn search_spec(state: &AppState, lease: &Lease) -> Result<SearchSpec, ApiError> {
     let search = state
         .store
         .get_search(lease.search_id)
         .await?
         .ok_or_else(|| ApiError::Internal(format!("trial {} names a missing search", lease.trial_id)))?;
-    let spec: SearchSpec = serde_json::from_value(search.spec)
-        .map_err(|e| ApiError::Internal(format!("stored spec does not parse: {e}")))?;
+    serde_json::from_value(search.spec)
+        .map_err(|e| ApiError::Internal(format!("stored spec does not parse: {e}")))
+}
+
+/// Assembles what the worker needs to train a leased trial of the search `spec` describes.
+async fn grant(state: &AppState, lease: Lease, spec: SearchSpec) -> Result<LeaseGrant, ApiError> {
     let candidate =
         state.store.get_candidate(lease.candidate_id).await?.ok_or_else(|| {
             ApiError::Internal(format!("trial {} names a missing candidate", lease.trial_id))
